@@ -1,0 +1,1 @@
+"""Reading untrusted NIfTI files and writing outputs atomically."""
