@@ -1,0 +1,1 @@
+"""Data: phantoms, dataset readers, preprocessing and the PREP cache."""
