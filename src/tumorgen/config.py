@@ -1,0 +1,309 @@
+"""One typed config tree for both training stages, its presets, and `--set key=value` overrides.
+
+A run is described completely by a `Config`: it is saved as `config.json` beside every checkpoint and
+inside it, so a checkpoint rebuilds its models alone. Presets are TOML files in
+`tumorgen/configs/` (debug, phantom, hecktor, autopet); a preset only lists what differs from the
+defaults below. Every default carries a comment saying why it is what it is.
+
+Overrides are typed: `vae.channels=16,32,32` becomes a tuple of ints, `train.amp=off` a string,
+`ablate=no_bapmg,no_fine` a tuple of ablation names. An unknown key is refused with the list of
+valid ones, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tumorgen.errors import TumorGenError, fail_on
+
+ABLATIONS = ("no_bapmg", "no_coarse", "no_fine", "no_vmr")
+PRESETS = ("debug", "phantom", "hecktor", "autopet")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the trainers take from the PREP cache."""
+
+    patch_size: tuple[int, int, int] = (32, 32, 32)  # VAE patches: the VAE is convolutional, and a 32^3
+    # patch trains ~8x faster than a 64^3 volume on a CPU while seeing the same textures
+    cache_in_memory: bool = True  # PREP volumes are small (64^3 float32 = 1 MiB); reading each step
+    # from gzip NIfTI would cost more than the step itself on a CPU
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Stage 1: the 3D KL-VAE (MONAI AutoencoderKL) or MAISI's VAE architecture."""
+
+    arch: str = "kl"  # "kl": MONAI AutoencoderKL trained here; "maisi": AutoencoderKlMaisi, for its weights
+    channels: tuple[int, ...] = (32, 64, 64)  # three levels = downsampling factor 4 (METHOD.md: f = 4)
+    latent_channels: int = 4  # c = 4 in the paper, as in MAISI and Stable Diffusion
+    num_res_blocks: int = 1  # one block per level measured 2.8 s/step at 64^3 on a CPU; two doubles it
+    norm_num_groups: int = 16  # must divide every channel count; 16 suits 32/64
+    attention: bool = False  # latent non-local attention doubles encode time at 96^3 for little gain
+    weights: str = ""  # a local weights file (e.g. MAISI's autoencoder); "" trains from scratch
+    kl_weight: float = 1e-6  # the KL is summed over latent voxels; MONAI's 3D LDM tutorial uses 1e-6,
+    # which keeps reconstructions sharp while pulling latents towards N(0, 1) (the scale factor does the rest)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Stage 2: BA-PMG, the SC-VFE velocity U-Net, the spatial constraints and the VMR refiner."""
+
+    channels: tuple[int, ...] = (32, 64, 128)  # 7.0 M parameters: ~0.18 s per batch-4 step at 16^3 on a CPU
+    attention_levels: tuple[bool, ...] = (False, False, False)  # 16^3 latents: convolutions see enough
+    num_res_blocks: int = 1  # matches the CPU timing above; the paper's GPU scale can use 2
+    num_head_channels: int = 32  # only used where attention is on
+    norm_num_groups: int = 16  # divides 32/64/128
+    alpha: float = 0.1  # BA-PMG box expansion alpha (METHOD.md section 1 choice)
+    s: float = 1.0  # mask channel scaled to [-s, s] (METHOD.md section 2 choice)
+    time_sampling: str = "logit-normal"  # Esser et al. 2024; "uniform" as the alternative
+    refiner_widths: tuple[int, int, int] = (32, 16, 8)  # VMR widths at latent, x2, x4 resolution
+    refiner_every: int = 1  # run the VAE decode + refiner every N steps: decoding is the CPU cost
+    coarse_weight: float = 1.0  # lambda1 in eq. (7)
+    fine_weight: float = 0.5  # lambda2 in eq. (7)
+    rec_weight: float = 1.0  # lambda3 in eq. (7)
+    sample_steps: int = 10  # Euler steps at synthesis (paper: RFM-10 is its fast setting)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation of one stage (the same fields for the VAE and for TumorGen)."""
+
+    steps: int = 2000  # enough for the phantom demo to make tumor-like masks; GPU presets raise it
+    lr: float = 1e-4  # AdamW's usual rate for LDM-style U-Nets and VAEs
+    weight_decay: float = 0.0  # regularisation comes from data augmentation (fresh boxes, noise, t)
+    batch_size: int = 2  # batch 2 ran faster than batch 1 on a CPU (batch-1 conv3d takes a slow path)
+    ema_decay: float = 0.999  # standard EMA for flow/diffusion weights; warmed up over early steps
+    grad_clip: float = 1.0  # clip the global gradient norm: early flow steps have spiky losses
+    checkpoint_every: int = 500  # a crash loses at most a few minutes of CPU training
+    keep_checkpoints: int = 3  # step_*.pt files kept besides last.pt: bounded disk use
+    log_every: int = 10  # metrics.jsonl lines: often enough for a curve, rare enough to stay small
+    seed: int = 0  # every random draw (init, data, noise, boxes, t) derives from it
+    device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu" / "cuda"
+    amp: str = "auto"  # "auto": bf16 autocast on CUDA only; "off"; "bf16"
+    compile: bool = False  # torch.compile gained at most 13% on the CPU; opt-in
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run: data, both models, both stages' optimisation and the ablations."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    vae_train: TrainConfig = field(default_factory=TrainConfig)  # stage 1 (train-vae)
+    train: TrainConfig = field(default_factory=TrainConfig)  # stage 2 (train)
+    ablate: tuple[str, ...] = ()  # subset of ABLATIONS: how the paper's ablation table is trained
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass, with types checked
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready nested dict (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def from_dict(data: dict, *, cls: type = Config, source: str = "config") -> Any:
+    """Build `cls` from a (possibly partial) nested dict; missing keys keep their defaults.
+
+    Args:
+        data: nested mapping, e.g. parsed TOML or JSON.
+        cls: the dataclass to build.
+        source: where the dict came from, named in error messages.
+    """
+    return _merge(cls(), data, prefix="", source=source)
+
+
+def _merge(base: Any, data: dict, *, prefix: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise fail_on(source, f"section '{prefix.rstrip('.') or 'top level'}' must be a table, got {data!r}")
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base)]
+    changes = {}
+    for key, value in data.items():
+        if key not in names:
+            raise fail_on(source, f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge(current, value, prefix=f"{prefix}{key}.", source=source)
+        else:
+            changes[key] = _coerce(value, hints[key], key=f"{prefix}{key}", source=source)
+    return validate(dataclasses.replace(base, **changes), source=source) if prefix == "" else dataclasses.replace(
+        base, **changes
+    )
+
+
+def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
+    """Check `value` against a field's type; accept lists for tuples and ints for floats."""
+    origin = typing.get_origin(hint)
+    bad = fail_on(source, f"'{key}' must be {_type_name(hint)}, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        item_type = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            pass
+        elif len(value) != len(args):
+            raise bad
+        return tuple(_coerce(v, item_type, key=key, source=source) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"config field {key} has an unsupported type {hint}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        inner = _type_name(args[0])
+        return f"a list of {inner}s" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+
+
+def validate(cfg: Config, *, source: str = "config") -> Config:
+    """Refuse values that would fail later, deep inside training, with one sentence now."""
+
+    def need(ok: bool, problem: str) -> None:
+        if not ok:
+            raise fail_on(source, problem)
+
+    need(cfg.vae.arch in ("kl", "maisi"), f"vae.arch must be 'kl' or 'maisi', got {cfg.vae.arch!r}")
+    need(len(cfg.vae.channels) >= 2, "vae.channels needs at least two levels")
+    need(all(c % cfg.vae.norm_num_groups == 0 for c in cfg.vae.channels), "vae.norm_num_groups must divide vae.channels")
+    need(all(c % cfg.flow.norm_num_groups == 0 for c in cfg.flow.channels), "flow.norm_num_groups must divide flow.channels")
+    need(len(cfg.flow.attention_levels) == len(cfg.flow.channels), "flow.attention_levels needs one entry per flow.channels")
+    need(cfg.flow.time_sampling in ("logit-normal", "uniform"), "flow.time_sampling must be 'logit-normal' or 'uniform'")
+    need(0.0 <= cfg.flow.alpha <= 1.0, f"flow.alpha must be in [0, 1], got {cfg.flow.alpha}")
+    need(cfg.flow.s > 0, "flow.s must be positive")
+    need(cfg.flow.refiner_every >= 1, "flow.refiner_every must be at least 1")
+    need(cfg.flow.sample_steps >= 1, "flow.sample_steps must be at least 1")
+    need(all(p >= 4 and p % 4 == 0 for p in cfg.data.patch_size), "data.patch_size entries must be multiples of 4")
+    unknown = [a for a in cfg.ablate if a not in ABLATIONS]
+    need(not unknown, f"unknown ablation {unknown}; valid: {', '.join(ABLATIONS)}")
+    for name in ("vae_train", "train"):
+        t: TrainConfig = getattr(cfg, name)
+        need(t.steps >= 0, f"{name}.steps must be >= 0")
+        need(t.batch_size >= 1, f"{name}.batch_size must be >= 1")
+        need(t.lr > 0, f"{name}.lr must be positive")
+        need(0.0 <= t.ema_decay < 1.0, f"{name}.ema_decay must be in [0, 1)")
+        need(t.checkpoint_every >= 1 and t.log_every >= 1, f"{name}.checkpoint_every and log_every must be >= 1")
+        need(t.keep_checkpoints >= 1, f"{name}.keep_checkpoints must be >= 1")
+        need(t.device in ("auto", "cpu", "cuda"), f"{name}.device must be auto, cpu or cuda")
+        need(t.amp in ("auto", "off", "bf16"), f"{name}.amp must be auto, off or bf16")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# presets, files and overrides
+
+
+def load_config(name_or_path: str | Path | None = None) -> Config:
+    """A preset name (`debug`, `phantom`, `hecktor`, `autopet`), a .toml/.json file, or None for defaults."""
+    if name_or_path is None:
+        return Config()
+    text = str(name_or_path)
+    if text in PRESETS:
+        source = f"preset {text}"
+        raw = tomllib.loads(resources.files("tumorgen").joinpath("configs", f"{text}.toml").read_text())
+        return from_dict(raw, source=source)
+    path = Path(text)
+    if not path.exists():
+        raise TumorGenError(f"{path}: no such config file, and not a preset ({', '.join(PRESETS)})")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            raw = json.loads(path.read_text())
+        else:
+            raise fail_on(path, "a config file must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise fail_on(path, f"is not valid {path.suffix[1:].upper()} ({err})") from None
+    return from_dict(raw, source=str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    from tumorgen.io.atomic import write_json
+
+    return write_json(path, to_dict(cfg))
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply `key=value` strings, e.g. `vae.arch=maisi`, `ablate=no_bapmg,no_fine`, `train.steps=100`."""
+    for item in overrides:
+        if "=" not in item:
+            raise TumorGenError(f"--set {item}: expected key=value")
+        key, text = (s.strip() for s in item.split("=", 1))
+        parts = key.split(".")
+        node: Any = cfg
+        for depth, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(node)]
+            if part not in names:
+                prefix = ".".join(parts[:depth])
+                valid = ", ".join(f"{prefix}.{n}" if prefix else n for n in names)
+                raise TumorGenError(f"--set {item}: unknown key '{key}'; valid keys: {valid}")
+            if depth < len(parts) - 1:
+                node = getattr(node, part)
+                if not dataclasses.is_dataclass(node):
+                    raise TumorGenError(f"--set {item}: '{'.'.join(parts[: depth + 1])}' is not a section")
+        if dataclasses.is_dataclass(getattr(node, parts[-1])):
+            raise TumorGenError(f"--set {item}: '{key}' is a section; set one of its keys")
+        hint = typing.get_type_hints(type(node))[parts[-1]]
+        value = _parse_text(text, hint, key=key)
+        nested: dict = {parts[-1]: value}
+        for part in reversed(parts[:-1]):
+            nested = {part: nested}
+        cfg = _merge(cfg, nested, prefix="", source=f"--set {item}")
+    return cfg
+
+
+def _parse_text(text: str, hint: Any, *, key: str) -> Any:
+    """Turn the text of an override into a value of the field's type."""
+    if typing.get_origin(hint) is tuple:
+        inner = text.strip().strip("[]()").strip()
+        items = [s.strip().strip("'\"") for s in inner.split(",")] if inner else []
+        return [_parse_text(s, typing.get_args(hint)[0], key=key) for s in items]
+    if hint is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise TumorGenError(f"--set {key}={text}: '{key}' must be true or false")
+    if hint in (int, float):
+        try:
+            return int(text) if hint is int else float(text)
+        except ValueError:
+            raise TumorGenError(f"--set {key}={text}: '{key}' must be {_type_name(hint)}") from None
+    return text
