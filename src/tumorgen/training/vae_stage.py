@@ -1,0 +1,138 @@
+"""Stage 1: train the 3D KL-VAE on random patches of the PREP training volumes.
+
+Loss: L1 reconstruction + kl_weight * KL(q(z|x) || N(0, I)), the KL summed over latent voxels and
+averaged over the batch (MONAI's generative tutorials' convention). Perceptual and adversarial terms
+are not used: MONAI's PerceptualLoss needs pretrained networks downloaded at run time, and the
+adversarial term needs a second optimiser; the L1 + KL VAE reconstructs PET well at f = 4.
+
+Every case of the training split is used, healthy ones included (the VAE must encode any scan). At
+each checkpoint the latent scale factor (1 / std of `encode_mean` of the whole training volumes,
+through the EMA weights) is computed and stored in `extra["scale_factor"]`. With `vae.weights` set
+(e.g. MAISI's pretrained VAE) the run may have 0 steps: it then only computes the scale factor and
+writes the run folder, so stage 2 can use that VAE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tumorgen.config import Config, to_dict
+from tumorgen.data.prepared import load_prepared
+from tumorgen.errors import fail_on
+from tumorgen.models import vae as vae_lib
+from tumorgen.training import distributed
+from tumorgen.training.loop import FitResult, Stage, fit
+from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config
+
+
+@dataclass(frozen=True)
+class PatchSampler:
+    """Random patches of the cached volumes, drawn from one shared generator; each rank keeps its slice.
+
+    Args:
+        volumes: (N, 1, X, Y, Z) cached training volumes.
+        patch_size: patch side per axis (clipped to the volume size).
+        batch_size: patches per rank and step.
+    """
+
+    volumes: torch.Tensor
+    patch_size: tuple[int, int, int]
+    batch_size: int
+
+    def sample(self, generator: torch.Generator, info: distributed.DistInfo) -> torch.Tensor:
+        n, _, *shape = self.volumes.shape
+        size = [min(p, s) for p, s in zip(self.patch_size, shape)]
+        total = self.batch_size * info.world_size
+        cases = torch.randint(n, (total,), generator=generator)
+        starts = [torch.randint(s - p + 1, (total,), generator=generator) for p, s in zip(size, shape)]
+        patches = []
+        for i in range(info.rank, total, info.world_size):
+            x0, y0, z0 = (int(st[i]) for st in starts)
+            patches.append(self.volumes[cases[i], :, x0 : x0 + size[0], y0 : y0 + size[1], z0 : z0 + size[2]])
+        return torch.stack(patches)  # (B, 1, px, py, pz)
+
+
+def build_vae_from_config(cfg: Config, *, with_weights: bool = True) -> nn.Module:
+    v = cfg.vae
+    with seeded_init(cfg.vae_train.seed):
+        return vae_lib.build_vae(arch=v.arch, channels=v.channels, latent_channels=v.latent_channels,
+                                 num_res_blocks=v.num_res_blocks, norm_num_groups=v.norm_num_groups,
+                                 attention=v.attention, weights=(v.weights or None) if with_weights else None)
+
+
+def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over (C, X, Y, Z), averaged over the batch."""
+    var = sigma.float().pow(2)
+    kl = 0.5 * (mu.float().pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1.0)
+    return kl.flatten(1).sum(1).mean()
+
+
+@torch.no_grad()
+def latent_scale_factor(vae: nn.Module, volumes: torch.Tensor, *, device: torch.device) -> float:
+    """1 / std of the posterior means of whole volumes (encoded one at a time to bound memory)."""
+    was_training = vae.training
+    vae.eval()
+    latents = [vae_lib.encode_mean(vae, volumes[i : i + 1].to(device)).cpu() for i in range(len(volumes))]
+    vae.train(was_training)
+    return vae_lib.compute_scale_factor(torch.cat(latents))
+
+
+def train_vae(*, data: str | Path, out: str | Path, config: Config, resume: bool = False,
+              progress: bool = True) -> FitResult:
+    """Train (or, with pretrained weights and 0 steps, just calibrate) the VAE; write the run folder.
+
+    Args:
+        data: the PREP folder written by `tumorgen prepare`.
+        out: the run folder to create (or to continue with `resume`).
+        config: the resolved run config (its `vae`, `data` and `vae_train` sections are used).
+        resume: continue from `out/checkpoints/last.pt`.
+        progress: show a progress bar.
+    """
+    info = distributed.init_distributed(config.vae_train.device)
+    try:
+        return _train_vae(data=Path(data), out=Path(out), config=config, resume=resume, progress=progress, info=info)
+    finally:
+        distributed.shutdown_distributed(info)
+
+
+def _train_vae(*, data: Path, out: Path, config: Config, resume: bool, progress: bool,
+               info: distributed.DistInfo) -> FitResult:
+    train = config.vae_train
+    if train.steps == 0 and not config.vae.weights and not resume:
+        raise fail_on(out, "vae_train.steps is 0 but no vae.weights were given: there would be nothing to save")
+    dataset = load_prepared(data)
+    cases = dataset.split("train")
+    if not cases:
+        raise fail_on(data / "dataset.json", "has no training cases")
+    volumes = stack_volumes([case.load()[0] for case in cases])  # (N, 1, X, Y, Z)
+    claim_run_dir(out, resume=resume, is_main=info.is_main)
+    distributed.barrier(info)
+    if info.is_main:
+        write_run_config(config, out)
+
+    model = build_vae_from_config(config, with_weights=not resume)
+    sampler = PatchSampler(volumes=volumes, patch_size=config.data.patch_size, batch_size=train.batch_size)
+    data_gen = seeded_generator(train.seed)
+    noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
+    kl_weight = config.vae.kl_weight
+
+    def step_fn(vae: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        x = sampler.sample(data_gen, info).to(info.device)  # (B, 1, px, py, pz)
+        z, mu, sigma = vae_lib.encode_sample(vae, x, generator=noise_gen)
+        recon = vae_lib.decode(vae, z)
+        l1 = (recon.float() - x).abs().mean()
+        kl = kl_divergence(mu, sigma)
+        return {"loss": l1 + kl_weight * kl, "l1": l1, "kl": kl}
+
+    def extra_fn(ema: nn.Module) -> dict:
+        return {"scale_factor": latent_scale_factor(ema, volumes, device=info.device),
+                "latent_factor": vae_lib.latent_factor(ema), "suv_max": dataset.suv_max,
+                "size": list(dataset.size), "data": str(data)}
+
+    stage = Stage(kind="vae", model=model, step_fn=step_fn, generators={"data": data_gen},
+                  rank_generators={"noise": noise_gen}, config=to_dict(config), extra_fn=extra_fn)
+    return fit(stage=stage, run_dir=out, train=train, info=info, resume=resume, progress=progress)

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny PREP cache written exactly as docs/DESIGN.md specifies.
+
+`tiny_prep` builds a few 16^3 PET-like volumes (smooth background, noise, a hot ellipsoid tumor in
+most cases, one healthy case) so training and synthesis tests do not depend on `tumorgen prepare`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tumorgen.io.nifti import save_volume
+
+
+def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int = 0) -> Path:
+    """Write a PREP folder of `n_cases` cubes of side `size`; the last case is healthy.
+
+    Args:
+        root: the PREP folder to create.
+        size: volume side in voxels (a multiple of 4).
+        n_cases: number of cases; the first n-1 carry one tumor each.
+        seed: numpy seed for the blobs and the noise.
+    """
+    rng = np.random.default_rng(seed)
+    cases_dir = root / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    spacing = 4.0
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    grid = np.stack(np.meshgrid(*(np.arange(size),) * 3, indexing="ij"), axis=0).astype(np.float32)  # (3, X, Y, Z)
+    entries, names = [], []
+    for i in range(n_cases):
+        name = f"case{i:02d}"
+        healthy = i == n_cases - 1
+        body = np.exp(-(((grid - size / 2) ** 2).sum(0)) / (2 * (size / 3) ** 2))
+        image = 0.15 * body + 0.02 * rng.standard_normal((size,) * 3)
+        mask = np.zeros((size,) * 3, dtype=np.uint8)
+        if not healthy:
+            center = rng.uniform(size * 0.3, size * 0.7, size=3)
+            radii = rng.uniform(size * 0.1, size * 0.2, size=3)
+            inside = (((grid - center[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) <= 1.0
+            mask[inside] = 1
+            image = image + 0.6 * inside
+        image = np.clip(image, 0.0, 1.0).astype(np.float32)
+        save_volume(image, affine, cases_dir / f"{name}_image.nii.gz")
+        save_volume(mask, affine, cases_dir / f"{name}_mask.nii.gz", dtype=np.uint8)
+        names.append(name)
+        entries.append({
+            "name": name, "image": f"cases/{name}_image.nii.gz", "mask": f"cases/{name}_mask.nii.gz",
+            "healthy": healthy, "source_image": f"raw/{name}_pet.nii.gz", "source_mask": f"raw/{name}_seg.nii.gz",
+            "source_ct": None, "original_shape": [size] * 3, "original_affine": affine.tolist(),
+            "spacing": [spacing] * 3, "tumor_voxels": int(mask.sum()),
+        })
+    info = {
+        "format": "tumorgen-prep", "version": 1, "layout": "phantom", "root": "raw", "size": [size] * 3,
+        "spacing": [spacing] * 3, "suv_max": 10.0, "seed": seed, "test_fraction": 0.2,
+        "split": {"train": names[1:], "test": names[:1]}, "cases": entries, "skipped": [],
+    }
+    (root / "dataset.json").write_text(json.dumps(info, indent=2))
+    return root
+
+
+@pytest.fixture
+def tiny_prep(tmp_path: Path) -> Path:
+    """A PREP folder with 5 cases of 16^3 (train: 3 tumor + 1 healthy; test: 1 tumor)."""
+    return write_tiny_prep(tmp_path / "prep")
