@@ -61,3 +61,56 @@ def test_joint_target_round_trip_and_ranges():
     assert torch.equal(z2, z) and torch.allclose(m2, m, atol=1e-6)
     _, clamped = split_joint(torch.full((1, 5, 2, 2, 2), 9.0), latent_channels=4)
     assert (clamped == 1).all()
+
+
+from tumorgen.sampling import euler_sample, one_step_estimate_at  # noqa: E402
+
+
+def _exact_velocity(noise, data, cond_channels):
+    """The true velocity field of the straight path, ignoring the conditioning channels."""
+
+    def velocity_fn(x_in, t):
+        assert x_in.shape[1] == noise.shape[1] + cond_channels
+        return data - noise
+
+    return velocity_fn
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+def test_euler_with_exact_velocity_reaches_the_data(steps):
+    noise, data = _pair(shape=(2, 5, 4, 4, 4))
+    cond = torch.zeros(2, 6, 4, 4, 4)
+    out = euler_sample(_exact_velocity(noise, data, 6), noise, cond=cond, steps=steps)
+    assert torch.allclose(out, data, atol=1e-5)
+
+
+def test_euler_integrates_a_time_dependent_field_with_first_order_error():
+    # v = 2t: exact x(1) = x0 + 1; Euler with N steps gives x0 + (N - 1) / N.
+    noise = torch.zeros(1, 1, 2, 2, 2)
+    out = euler_sample(lambda x, t: 2 * t.reshape(-1, 1, 1, 1, 1).expand_as(x[:, :1]), noise,
+                       cond=torch.zeros(1, 0, 2, 2, 2), steps=4)
+    assert torch.allclose(out, torch.full_like(noise, 0.75))
+
+
+def test_euler_keeps_the_known_path_outside_the_box():
+    noise, data = _pair(shape=(1, 5, 4, 4, 4))
+    known = torch.randn(1, 5, 4, 4, 4, generator=torch.Generator().manual_seed(9))
+    keep = torch.zeros(1, 1, 4, 4, 4)
+    keep[..., :2] = 1.0
+    out = euler_sample(_exact_velocity(noise, data, 0), noise, cond=torch.zeros(1, 0, 4, 4, 4),
+                       steps=5, known=known, keep=keep)
+    assert torch.allclose(out[..., :2], known[..., :2], atol=1e-5)
+    assert torch.allclose(out[..., 2:], data[..., 2:], atol=1e-5)
+    # only the first K channels are reset when known has fewer channels
+    part = euler_sample(_exact_velocity(noise, data, 0), noise, cond=torch.zeros(1, 0, 4, 4, 4),
+                        steps=5, known=known[:, :4], keep=keep)
+    assert torch.allclose(part[:, 4], data[:, 4], atol=1e-5)
+    with pytest.raises(ValueError):
+        euler_sample(_exact_velocity(noise, data, 0), noise, cond=torch.zeros(1, 0, 4, 4, 4), known=known)
+
+
+def test_one_step_estimate_at_with_exact_velocity():
+    noise, data = _pair(shape=(2, 5, 4, 4, 4))
+    cond = torch.ones(2, 3, 4, 4, 4)
+    y_hat = one_step_estimate_at(_exact_velocity(noise, data, 3), data, noise, torch.tensor([0.2, 0.7]), cond)
+    assert torch.allclose(y_hat, data, atol=1e-5)

@@ -1,0 +1,67 @@
+"""Coarse, fine (SSIM) and refiner losses by expected values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tumorgen.losses import coarse_loss, dice_loss, fine_loss, refiner_loss, ssim3d
+
+
+def _vol(seed=0, shape=(2, 4, 8, 8, 8)):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_coarse_loss_is_the_mean_absolute_error_inside_the_box():
+    z = torch.zeros(1, 4, 6, 6, 6)
+    z_hat = z.clone()
+    box = torch.zeros(1, 1, 6, 6, 6)
+    box[..., 1:3, 1:3, 1:3] = 1.0  # 8 voxels
+    z_hat[:, 0, 1:3, 1:3, 1:3] = 2.0  # error 2 in 1 of 4 channels inside
+    z_hat[:, :, 5, 5, 5] = 100.0  # outside the box: ignored
+    assert coarse_loss(z_hat, z, box).item() == pytest.approx(2.0 / 4)
+
+
+def test_ssim_of_a_volume_with_itself_is_one_and_falls_with_noise():
+    x = _vol()
+    assert ssim3d(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    values = [ssim3d(x, x + sigma * _vol(1)).item() for sigma in (0.1, 0.5, 2.0)]
+    assert values[0] > values[1] > values[2]
+    assert values[0] < 1.0
+    per_item = ssim3d(x, x + _vol(1), reduction="none")
+    assert per_item.shape == (2,)
+
+
+def test_ssim_works_on_grids_smaller_than_the_window():
+    x = _vol(shape=(1, 4, 3, 2, 4))
+    assert ssim3d(x, x).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ssim_of_constant_shifts_matches_the_luminance_term():
+    # constant volumes: sigma terms vanish, SSIM = (2 a b + C1) / (a^2 + b^2 + C1)
+    a, b = torch.full((1, 1, 5, 5, 5), 1.0), torch.full((1, 1, 5, 5, 5), 2.0)
+    c1 = (0.01 * 4.0) ** 2
+    expected = (2 * 1 * 2 + c1) / (1 + 4 + c1)
+    assert ssim3d(a, b, data_range=4.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_fine_loss_is_zero_for_exact_latents_and_positive_otherwise():
+    z = _vol()
+    m_hat = torch.rand(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert fine_loss(z, z, m_hat).item() == pytest.approx(0.0, abs=1e-5)
+    z_hat = (z + 0.5 * _vol(3)).requires_grad_()
+    loss = fine_loss(z_hat, z, m_hat.requires_grad_())
+    assert loss.item() > 0.05
+    loss.backward()
+    assert z_hat.grad.abs().sum() > 0 and m_hat.grad is None  # the mask only weights
+
+
+def test_refiner_loss_expected_values():
+    M = torch.zeros(1, 1, 4, 4, 4)
+    M[..., :2, :, :] = 1.0
+    confident = 20.0 * (2 * M - 1)
+    assert refiner_loss(confident, M).item() == pytest.approx(0.0, abs=1e-3)
+    # logits 0: BCE = log 2; Dice = 1 - (2 * 16 + 1) / (32 + 32 + 1)
+    expected = torch.log(torch.tensor(2.0)).item() + 1 - 33 / 65
+    assert refiner_loss(torch.zeros_like(M), M).item() == pytest.approx(expected, rel=1e-5)
+    assert dice_loss(M, M).item() == pytest.approx(0.0, abs=1e-6)
