@@ -120,8 +120,11 @@ def load_checkpoint(path: str | Path, *, expected_kind: str | None = None) -> di
         raise fail_on(path, "checkpoint file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise fail_on(path, "refused: the file holds Python objects that would run code when loaded, not a TumorGen checkpoint") from None
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # the weights-only unpickler met a class or function reference
+            raise fail_on(path, "refused: the file holds Python objects that would run code when loaded, "
+                                "not a TumorGen checkpoint") from None
+        raise fail_on(path, "is not a readable checkpoint (not a torch file, or corrupt)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise fail_on(path, f"is not a readable checkpoint (truncated or not a torch file: {first})") from None
