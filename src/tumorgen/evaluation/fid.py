@@ -61,8 +61,25 @@ def frechet_distance(
 
 
 def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
-    """FID between two (N, D) feature sets."""
-    return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))
+    """FID between two (N, D) feature sets.
+
+    With fewer samples than feature dimensions (the usual case here: tens of slices, 2048-d), the
+    covariances are low-rank and a D x D matrix square root is slow and needs an eps ridge. Then the
+    trace term is computed exactly in sample space: with centered features A (N1, D) and B (N2, D)
+    scaled by 1 / sqrt(N - 1), sigma1 = A^T A and sigma2 = B^T B; the nonzero eigenvalues of
+    sigma1 sigma2 are the squared singular values of A B^T, so tr((sigma1 sigma2)^(1/2)) is the sum
+    of the singular values of A B^T (an N1 x N2 matrix).
+    """
+    mu1, sigma1 = feature_statistics(feats1)
+    mu2, sigma2 = feature_statistics(feats2)
+    n1, n2, d = len(feats1), len(feats2), mu1.size
+    if max(n1, n2) >= d:
+        return frechet_distance(mu1, sigma1, mu2, sigma2)
+    a = (np.asarray(feats1, np.float64) - mu1) / np.sqrt(n1 - 1)  # (N1, D)
+    b = (np.asarray(feats2, np.float64) - mu2) / np.sqrt(n2 - 1)  # (N2, D)
+    tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * tr_covmean)
 
 
 def kid(
