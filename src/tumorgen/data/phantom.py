@@ -15,12 +15,13 @@ import numpy as np
 
 from tumorgen.data.phantom_anatomy import FIELD_OF_VIEW_MM, TUMOR_REGION, build_anatomy
 from tumorgen.data.phantom_scanner import add_counting_noise, psf_blur, scan_ct
-from tumorgen.data.phantom_tumor import grow_tumor
+from tumorgen.data.phantom_tumor import SUV_PEAK_RANGE, SUV_PEAK_RANGE_HEAD_NECK, grow_tumor
 
 REGIONS = tuple(TUMOR_REGION)  # ("torso", "head-neck")
-PSF_FWHM_RANGE_MM = (5.0, 7.0)  # clinical PET/CT resolution after reconstruction
+PSF_FWHM_RANGE_MM = (6.0, 8.0)  # clinical PET/CT resolution after reconstruction and post-filtering
 TUMOR_CT_HU = 35.0  # a solid tumor is soft tissue on CT, visible inside the air-filled lung
 MIN_SIZE = 16  # below this the organs are a few voxels each
+TUMOR_SUV_PEAK_RANGE = {"torso": SUV_PEAK_RANGE, "head-neck": SUV_PEAK_RANGE_HEAD_NECK}
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ def make_phantom(
     mask = np.zeros(shape, np.uint8)
     host = TUMOR_REGION[region]
     if with_tumor:
-        tumor = grow_tumor(organ=anatomy.organs[host], spacing=spacing, rng=rng)
+        tumor = grow_tumor(
+            organ=anatomy.organs[host], spacing=spacing, rng=rng, suv_peak_range=TUMOR_SUV_PEAK_RANGE[region]
+        )
         activity = np.where(tumor.mask, tumor.activity, activity)
         hounsfield = np.where(tumor.mask, TUMOR_CT_HU, hounsfield)
         mask = tumor.mask.astype(np.uint8)

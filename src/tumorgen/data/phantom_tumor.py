@@ -20,6 +20,8 @@ from tumorgen.data.phantom_scanner import smooth_noise
 
 DIAMETER_RANGE_MM = (8.0, 50.0)  # lung nodules and oropharyngeal primaries span about this
 SUV_PEAK_RANGE = (4.0, 14.0)  # true peak uptake; the scanner's blur lowers small tumors' SUVmax
+# Oropharyngeal primaries sit in warm tissue (tonsils, tongue) and are typically avid: SUVmax 6-20.
+SUV_PEAK_RANGE_HEAD_NECK = (6.0, 16.0)
 NECROSIS_FROM_MM = 30.0
 MIN_DIAMETER_VOXELS = 3.0  # below this a tumor is a handful of voxels, not a shape
 
@@ -33,13 +35,20 @@ class Tumor:
     diameter_mm: float  # the nominal diameter it was drawn with
 
 
-def grow_tumor(*, organ: np.ndarray, spacing: tuple[float, float, float], rng: np.random.Generator) -> Tumor:
+def grow_tumor(
+    *,
+    organ: np.ndarray,
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    suv_peak_range: tuple[float, float] = SUV_PEAK_RANGE,
+) -> Tumor:
     """Draw one tumor inside `organ`.
 
     Args:
         organ: (X, Y, Z) bool mask of the organ that hosts the tumor.
         spacing: voxel size (mm) per axis.
         rng: the random generator; the only source of randomness.
+        suv_peak_range: range of the true peak uptake (SUV) drawn from.
     """
     if not organ.any():
         raise ValueError("the host organ is empty; no tumor can be placed")
@@ -70,7 +79,7 @@ def grow_tumor(*, organ: np.ndarray, spacing: tuple[float, float, float], rng: n
     if not local.any():  # the noise ate the centre: fall back to a ball that fits at the centre
         local = (np.linalg.norm(points, axis=-1) <= max(need, float(spacing_arr.max()))) & organ[box]
 
-    local_activity = _uptake(local, diameter, spacing_arr, rng)
+    local_activity = _uptake(local, diameter, spacing_arr, rng, suv_peak_range)
     mask = np.zeros(organ.shape, bool)
     activity = np.zeros(organ.shape)
     mask[box] = local
@@ -110,9 +119,10 @@ def _component_at(mask: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
     return labels == keep
 
 
-def _uptake(mask: np.ndarray, diameter: float, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _uptake(mask: np.ndarray, diameter: float, spacing: np.ndarray, rng: np.random.Generator,
+            suv_peak_range: tuple[float, float]) -> np.ndarray:
     """Textured true SUV inside the tumor, with a cooler necrotic core in large ones."""
-    peak = rng.uniform(*SUV_PEAK_RANGE)
+    peak = rng.uniform(*suv_peak_range)
     texture = np.exp(0.2 * smooth_noise(mask.shape, np.maximum(4.0 / spacing, 0.7), rng))
     activity = peak * texture / texture[mask].max() if mask.any() else np.zeros(mask.shape)
     if diameter >= NECROSIS_FROM_MM and mask.any():
