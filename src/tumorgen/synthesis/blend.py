@@ -7,10 +7,10 @@ and zero outside.
 
 Noise matching (`match_noise`, **choice**): a decoded image is smooth where a PET scan is noisy, so a
 clean blob sits in a grainy scan (METHOD.md, "What to look at"). The scan's noise is measured in a
-shell around the box as the residual of a Gaussian smoothing, with a Poisson-like model
-`sd = c * sqrt(local mean SUV)` (PET noise grows with uptake). The generated image's own noise is
-measured the same way, locally; only the missing part is added, `sqrt(max(0, target^2 - own^2))`,
-scaled by `w`. Where the generated image merely repeats the noisy scan, nothing is added; where it is
+shell around the box, in its uniform neighbourhoods, as the residual of a Gaussian smoothing, with a
+Poisson-like model `sd = c * sqrt(local mean SUV)` (PET noise grows with uptake). The generated
+image's own noise is measured the same way, locally; only the missing part is added,
+`sqrt(max(0, target^2 - own^2))`, scaled by `w`. Where the generated image merely repeats the noisy scan, nothing is added; where it is
 smooth, the scan's graininess is restored. Seeded, so the same seed gives the same output.
 """
 
@@ -27,6 +27,9 @@ NOISE_SHELL = 6
 # Fewer shell voxels than this give no trustworthy estimate: then no noise is added.
 MIN_NOISE_VOXELS = 64
 BODY_SUV = 0.1
+# A neighbourhood (5 voxels across) whose smoothed SUV varies by less than this fraction of its value
+# counts as uniform tissue, where the residual is noise.
+HOMOGENEOUS_SPREAD = 0.5
 
 
 def feather_weight(shape, feather: int = 3) -> np.ndarray:
@@ -73,7 +76,9 @@ def scan_noise_coefficient(suv: np.ndarray, box, *, shell: int = NOISE_SHELL) ->
     in_shell = np.ones(region.shape, dtype=bool)
     inner = np.array(box[:3]) - outer_lo
     in_shell[_slices((*inner, *(inner + np.array(box[3:]) - np.array(box[:3]))))] = False
-    use = in_shell & (smooth > BODY_SUV)
+    # Only smooth neighbourhoods: at an organ or body edge the residual is anatomy, not noise.
+    spread = ndimage.maximum_filter(smooth, size=5) - ndimage.minimum_filter(smooth, size=5)
+    use = in_shell & (smooth > BODY_SUV) & (spread < HOMOGENEOUS_SPREAD * smooth)
     if use.sum() < MIN_NOISE_VOXELS:
         return 0.0
     scaled = (region - smooth)[use] / np.sqrt(smooth[use])

@@ -1,0 +1,93 @@
+"""A PNG to look at first: three planes through the tumor, its mask contour, the box, an SUV bar.
+
+"Pictures first, numbers second" (METHOD.md). The volume is reoriented to the closest RAS axes before
+slicing so every preview reads the same way whatever the scan's voxel order, and each panel's aspect
+follows the voxel spacing so anisotropic scans are not stretched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from tumorgen.io.atomic import atomic_path  # noqa: E402
+
+
+def _to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.apply_orientation(array, ornt)
+
+
+def _bounds(indicator: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    where = np.argwhere(indicator)
+    return where.min(axis=0), where.max(axis=0) + 1
+
+
+def write_preview(
+    path: str | Path,
+    *,
+    image: np.ndarray,
+    mask: np.ndarray,
+    box,
+    affine: np.ndarray,
+    title: str = "",
+) -> Path:
+    """Write the three-plane preview PNG atomically.
+
+    Args:
+        path: the PNG to write.
+        image: (X, Y, Z) SUV.
+        mask: (X, Y, Z) binary tumor mask.
+        box: half-open box in the image's voxels.
+        affine: the image's voxel-to-world affine (for orientation and spacing).
+        title: a line above the panels.
+    """
+    box_indicator = np.zeros(image.shape, dtype=bool)
+    box_indicator[tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))] = True
+    ornt = nib.orientations.io_orientation(affine)
+    image_ras = _to_ras(image, affine)
+    mask_ras = _to_ras(mask > 0, affine)
+    box_ras = _to_ras(box_indicator, affine)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[np.argsort(ornt[:, 0])]  # RAS axis order
+    box_lo, box_hi = _bounds(box_ras)
+    if mask_ras.any():
+        center = np.round(np.argwhere(mask_ras).mean(axis=0)).astype(int)
+    else:
+        center = (box_lo + box_hi - 1) // 2
+    inside = image_ras[mask_ras]
+    vmax = max(float(np.percentile(image_ras, 99.5)), float(inside.max()) if inside.size else 0.0, 1e-6)
+
+    # (plane name, axis held fixed, horizontal axis, vertical axis)
+    planes = (("axial", 2, 0, 1), ("coronal", 1, 0, 2), ("sagittal", 0, 1, 2))
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.6), constrained_layout=True)
+    shown = None
+    for ax, (name, fixed, horizontal, vertical) in zip(axes, planes):
+        index = [slice(None)] * 3
+        index[fixed] = int(center[fixed])
+        plane = image_ras[tuple(index)].T  # (vertical, horizontal) for imshow
+        plane_mask = mask_ras[tuple(index)].T
+        shown = ax.imshow(plane, cmap="gray_r", vmin=0.0, vmax=vmax, origin="lower",
+                          aspect=spacing[vertical] / spacing[horizontal], interpolation="nearest")
+        if plane_mask.any() and not plane_mask.all():
+            ax.contour(plane_mask.astype(np.float32), levels=[0.5], colors="red", linewidths=1.0)
+        ax.add_patch(Rectangle((box_lo[horizontal] - 0.5, box_lo[vertical] - 0.5),
+                               box_hi[horizontal] - box_lo[horizontal], box_hi[vertical] - box_lo[vertical],
+                               fill=False, edgecolor="deepskyblue", linewidth=1.0, linestyle="--"))
+        ax.set_title(f"{name} {'xyz'[fixed]}={int(center[fixed])} (RAS voxels)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.colorbar(shown, ax=list(axes), shrink=0.85, label="SUV")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    return path
