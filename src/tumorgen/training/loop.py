@@ -51,6 +51,8 @@ class Stage:
         extra_fn: `(ema_model) -> dict` of plain values stored in each checkpoint's "extra"
             (called on rank 0 only, when a checkpoint is written).
         config: the whole run config as a dict, stored in every checkpoint.
+        compile_fn: how to torch.compile the model when `train.compile` is on (default: the whole
+            module); the result is what `step_fn` receives, the weights stay shared.
     """
 
     kind: str
@@ -60,6 +62,7 @@ class Stage:
     rank_generators: dict[str, torch.Generator]
     config: dict
     extra_fn: Callable[[nn.Module], dict] | None = None
+    compile_fn: Callable[[nn.Module], nn.Module] | None = None
 
 
 @dataclass
@@ -141,7 +144,7 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
         if info.is_main:
             _truncate_metrics(metrics_path, after_step=start)
 
-    runner = torch.compile(model) if train.compile else model
+    runner = (stage.compile_fn or torch.compile)(model) if train.compile else model
     bar = tqdm(total=train.steps, initial=min(start, train.steps), desc=stage.kind, unit="step", file=sys.stderr,
                disable=not (progress and info.is_main), dynamic_ncols=True)
     last_losses: dict[str, float] = {}

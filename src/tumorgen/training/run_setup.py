@@ -8,7 +8,7 @@ refuses a folder that already holds a run; a resumed one requires it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -87,5 +87,9 @@ def stack_volumes(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32))  # (N, 1, X, Y, Z)
 
 
-def with_stage(cfg: Config, stage_field: str, **changes) -> Config:
-    return dataclasses.replace(cfg, **{stage_field: dataclasses.replace(getattr(cfg, stage_field), **changes)})
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

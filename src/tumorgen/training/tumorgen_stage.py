@@ -1,0 +1,140 @@
+"""Stage 2: train TumorGen (BA-PMG + SC-VFE rectified flow + spatial constraints + VMR) on a frozen VAE.
+
+The VAE comes from a finished `train-vae` run; its checkpoint is copied into `RUN/vae.pt` (and its
+SHA-256 pinned in `data.json` and every checkpoint) so the TumorGen run folder alone is enough to
+synthesize. The trained module is `{"unet": SC-VFE, "refiner": VMR}`; each step draws a batch of
+tumor-bearing training volumes (whole volumes, the model's grid) and calls
+`objective.training_losses`. The refiner needs a VAE decode of the one-step estimate, the dominant
+cost on a CPU, so it runs every `flow.refiner_every` steps (and never under the `no_vmr` ablation).
+
+`data.json` records what synthesis needs from the data: grid size, spacing, `suv_max`, orientation
+and the sizes of the training tumors' tight boxes (in voxels and mm), from which boxes are sampled.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+
+from tumorgen.config import Config, to_dict
+from tumorgen.data.prepared import PreparedDataset, load_prepared
+from tumorgen.errors import fail_on
+from tumorgen.io.atomic import atomic_path, write_json
+from tumorgen.models.vae import latent_factor
+from tumorgen.training import distributed
+from tumorgen.training.loop import FitResult, Stage, fit
+from tumorgen.training.run_folder import build_flow_models, load_vae
+from tumorgen.training.run_setup import (
+    claim_run_dir, seeded_generator, sha256_of, stack_volumes, write_run_config,
+)
+
+
+def tight_box_sizes(mask: np.ndarray) -> list[int]:
+    """Extent (voxels) of the tight box around a binary (X, Y, Z) mask's nonzero voxels."""
+    coords = np.nonzero(mask)
+    return [int(c.max() - c.min() + 1) for c in coords]
+
+
+def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affines: list[np.ndarray], *,
+                  vae_sha256: str) -> dict:
+    """The run's data.json: what synthesis needs to know about the training data."""
+    spacings = np.array([np.sqrt((a[:3, :3] ** 2).sum(axis=0)) for a in affines])  # (N, 3) mm
+    boxes_vox = [tight_box_sizes(m) for m in masks]
+    boxes_mm = [[float(v * s) for v, s in zip(b, sp)] for b, sp in zip(boxes_vox, spacings)]
+    return {
+        "format": "tumorgen-data-info", "version": 1,
+        "source": str(dataset.root), "suv_max": dataset.suv_max, "size": list(dataset.size),
+        "spacing": [float(s) for s in np.median(spacings, axis=0)],
+        "spacing_per_case": dataset.info.get("spacing") is None,
+        "axcodes": "".join(nib.aff2axcodes(affines[0])),
+        "train_cases": [c.name for c in cases],
+        "box_sizes_voxels": boxes_vox, "box_sizes_mm": boxes_mm,
+        "vae_sha256": vae_sha256,
+    }
+
+
+def train_tumorgen(*, data: str | Path, vae_run: str | Path, out: str | Path, config: Config,
+                   resume: bool = False, progress: bool = True) -> FitResult:
+    """Train the flow model and refiner on top of a frozen VAE; write the run folder.
+
+    Args:
+        data: the PREP folder.
+        vae_run: a `train-vae` run folder or VAE checkpoint file (ignored on resume: RUN/vae.pt is used).
+        out: the TumorGen run folder to create (or continue with `resume`).
+        config: the resolved config; its `vae` section is replaced by the VAE run's own.
+        resume: continue from `out/checkpoints/last.pt`.
+        progress: show a progress bar.
+    """
+    info = distributed.init_distributed(config.train.device)
+    try:
+        return _train(data=Path(data), vae_run=Path(vae_run), out=Path(out), config=config, resume=resume,
+                      progress=progress, info=info)
+    finally:
+        distributed.shutdown_distributed(info)
+
+
+def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool, progress: bool,
+           info: distributed.DistInfo) -> FitResult:
+    train = config.train
+    vae_source = out / "vae.pt" if resume else vae_run
+    vae, scale_factor, vae_cfg, vae_path = load_vae(vae_source, device=info.device)
+    config = Config(data=config.data, vae=vae_cfg.vae, flow=config.flow, vae_train=vae_cfg.vae_train,
+                    train=config.train, ablate=config.ablate)
+
+    dataset = load_prepared(data)
+    cases = dataset.tumor_cases(split="train")
+    if not cases:
+        raise fail_on(data / "dataset.json", "has no tumor-bearing training cases to train TumorGen on")
+    loaded = [case.load() for case in cases]
+    images = stack_volumes([im for im, _, _ in loaded])  # (N, 1, X, Y, Z)
+    masks = stack_volumes([m.astype(np.float32) for _, m, _ in loaded])  # (N, 1, X, Y, Z)
+    factor = latent_factor(vae)
+    if any(s % (factor * 2 ** (len(config.flow.channels) - 1)) for s in dataset.size):
+        raise fail_on(data / "dataset.json", f"size {dataset.size} is not divisible by the VAE factor {factor} "
+                                             f"times the U-Net's {2 ** (len(config.flow.channels) - 1)} levels")
+
+    claim_run_dir(out, resume=resume, is_main=info.is_main)
+    distributed.barrier(info)
+    if info.is_main and not resume:
+        with atomic_path(out / "vae.pt") as tmp:
+            shutil.copyfile(vae_path, tmp)
+        write_json(out / "data.json", describe_data(dataset, cases, [m for _, m, _ in loaded],
+                                                     [a for _, _, a in loaded], vae_sha256=sha256_of(out / "vae.pt")))
+    if info.is_main:
+        write_run_config(config, out)
+    distributed.barrier(info)
+    vae_sha = sha256_of(out / "vae.pt")
+
+    model = build_flow_models(config, vae)
+    data_gen = seeded_generator(train.seed)
+    noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
+    weights = {"coarse": config.flow.coarse_weight, "fine": config.flow.fine_weight, "rec": config.flow.rec_weight}
+    ablate = frozenset(config.ablate)
+    from tumorgen import objective
+
+    def step_fn(runner: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        chosen = distributed.rank_slice(torch.randint(len(images), (train.batch_size * info.world_size,),
+                                                      generator=data_gen), info)
+        batch = {"image": images[chosen].to(info.device), "mask": masks[chosen].to(info.device)}  # (B, 1, X, Y, Z)
+        models = objective.TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
+        run_refiner = step % config.flow.refiner_every == 0 and "no_vmr" not in ablate
+        return objective.training_losses(models, batch, scale_factor=scale_factor, alpha=config.flow.alpha,
+                                         s=config.flow.s, time_sampling=config.flow.time_sampling, weights=weights,
+                                         ablate=ablate, run_refiner=run_refiner, generator=noise_gen)
+
+    def compile_fn(module: nn.ModuleDict) -> nn.ModuleDict:
+        return nn.ModuleDict({"unet": torch.compile(module["unet"]), "refiner": module["refiner"]})
+
+    def extra_fn(ema: nn.Module) -> dict:
+        return {"scale_factor": scale_factor, "vae_sha256": vae_sha, "suv_max": dataset.suv_max,
+                "size": list(dataset.size)}
+
+    stage = Stage(kind="tumorgen", model=model, step_fn=step_fn, generators={"data": data_gen},
+                  rank_generators={"noise": noise_gen}, config=to_dict(config), extra_fn=extra_fn,
+                  compile_fn=compile_fn)
+    return fit(stage=stage, run_dir=out, train=train, info=info, resume=resume, progress=progress)
