@@ -10,8 +10,8 @@ clean blob sits in a grainy scan (METHOD.md, "What to look at"). The scan's nois
 shell around the box, in its uniform neighbourhoods, as the residual of a Gaussian smoothing, with a
 Poisson-like model `sd = c * sqrt(local mean SUV)` (PET noise grows with uptake). The generated
 image's own noise is measured the same way, locally; only the missing part is added,
-`sqrt(max(0, target^2 - own^2))`, scaled by `w`. Where the generated image merely repeats the noisy scan, nothing is added; where it is
-smooth, the scan's graininess is restored. Seeded, so the same seed gives the same output.
+`sqrt(max(0, target^2 - own^2))`, scaled by `w`. Where the generated image merely repeats the noisy
+scan, nothing is added; where it is smooth, the scan's graininess is restored. Seeded, so the same seed gives the same output.
 """
 
 from __future__ import annotations
