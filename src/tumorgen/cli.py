@@ -17,6 +17,8 @@ from tumorgen.errors import TumorGenError
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("phantom", "phantom", "write procedural PET phantoms in a dataset's folder layout"),
     ("prepare", "prepare", "read a dataset folder and write the preprocessed training cache"),
+    ("train-vae", "train_vae", "train the 3D KL-VAE (stage 1)"),
+    ("train", "train", "train TumorGen: BA-PMG + SC-VFE rectified flow + VMR (stage 2)"),
 )
 
 
