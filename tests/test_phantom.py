@@ -288,3 +288,13 @@ def test_command_refuses_bad_counts_and_sizes(tmp_path, argv):
     with pytest.raises(TumorGenError):
         _run_command(["--layout", "nnunet", "--out", str(tmp_path / "x")] + argv)
     assert not (tmp_path / "x").exists()
+
+
+def test_tumorgen_cli_end_to_end(tmp_path, capsys):
+    from tumorgen.cli import main
+
+    out = tmp_path / "hn"
+    argv = ["phantom", "--layout", "hecktor", "--out", str(out), "--cases", "1", "--size", str(SIZE), "--seed", "1"]
+    assert main(argv) == 0 and (out / "CHGJ001_pt.nii.gz").is_file()
+    assert main(argv) == 2  # refused without --overwrite: one sentence on stderr, no traceback
+    assert "already exists" in capsys.readouterr().err
