@@ -179,3 +179,25 @@ def test_case_names_are_made_path_safe(raw, safe):
 def test_case_name_from_autopet_and_plain_paths():
     assert case_name_from_path("data/PETCT_0a1/03-2002-NA-PET/SUV.nii.gz") == "PETCT_0a1_03-2002-NA-PET"
     assert case_name_from_path("x/STS_001_pet.nii.gz") == "STS_001_pet"
+
+
+def test_on_a_healthy_phantom_in_autopet_layout_the_box_goes_into_the_lungs(tmp_path):
+    phantom_module = pytest.importorskip("tumorgen.data.phantom")
+    case = phantom_module.make_phantom(region="torso", size=(48, 48, 32), with_tumor=False,
+                                       rng=np.random.default_rng(0))
+    folder = tmp_path / "PETCT_x" / "study"
+    save_volume(case.suv, case.affine, folder / "SUV.nii.gz")
+    save_volume(case.ct, case.affine, folder / "CTres.nii.gz")
+    scan = load_volume(folder / "SUV.nii.gz")
+    spacing = np.array(case.spacing)
+    info = {"size": [32, 32, 32], "spacing": list(spacing * 1.5), "suv_max": 15.0,
+            "box_sizes_mm": [list(spacing * 8)]}
+    results = synthesize_into_scan(scan=scan, boxes=None, generate=hot_sphere_generator, model_info=info,
+                                   num=2, seed=11)
+    lungs = case.organs["lungs"]
+    for result in results:
+        assert result.region == "lungs"
+        center = tuple((a + b) // 2 for a, b in zip(result.box[:3], result.box[3:]))
+        assert lungs[center]
+        assert np.array_equal(outside(result.image, result.box), outside(scan.array, result.box))
+        assert result.mask.sum() > 0 and outside(result.mask, result.box).sum() == 0
