@@ -6,14 +6,14 @@ boundary; placed inside the organ. It needs no training, which is what makes it 
 learned generator must beat. The PET adaptation here:
 
 - location: a random point inside the given box (half-open voxel ranges, as in DESIGN.md), or inside
-  the organ mask, or anywhere; the ellipsoid is kept inside the box when it can be;
+  the organ mask, or anywhere in the body (not in the air around it); the ellipsoid is kept inside the box when it can be;
 - shape: an ellipsoid with radii uniform in `radius_range_vox`, deformed by a smooth random
   displacement field (Gaussian-filtered noise) of up to `elastic_strength` x radius, then clipped
   to the box and the organ; the largest connected piece is kept;
 - uptake: tumors are hot. A tumor's mean and peak SUV are drawn from log-normal fits to real tumors'
   per-tumor mean and max/mean ratio (`SuvStats`, clipped to the observed range), and spread over the
   tumor as a center-hot profile plus a smoothed random texture, mapped so its mean and max hit the
-  drawn values;
+  drawn values (the rim is floored at 0.4 x the mean, so the peak may fall slightly short);
 - realism: PET noise at the scan's own level is added inside (so the tumor is not a clean blob in a
   noisy scan), and the boundary is blurred with a Gaussian PSF by alpha-blending the tumor into the
   scan with the blurred mask as alpha. Outside that blurred support the scan is returned unchanged.
@@ -30,6 +30,8 @@ import numpy as np
 from scipy import ndimage
 
 Box = Sequence[int]  # (x0, y0, z0, x1, y1, z1), half-open
+RIM_FLOOR = 0.4  # lowest uptake inside the tumor, as a fraction of its mean SUV
+TISSUE_FRACTION = 0.1  # without box or organ, centers go where SUV > this x the 99th percentile (not air)
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,14 @@ class SynTumor:
 
         radii = rng.uniform(*self.radius_range_vox, size=3)
         radii = np.maximum(np.minimum(radii, (hi - lo) / 2.0), 0.5)  # fit inside the box when it can
-        center = _sample_center(rng, lo, hi, radii, allowed if organ_mask is not None else None)
+        if organ_mask is not None:
+            center_region = allowed
+        elif box is None:  # anywhere in the body: keep the center out of the air around it
+            center_region = image > TISSUE_FRACTION * np.percentile(image, 99)
+            center_region = center_region if center_region.any() else None
+        else:
+            center_region = None
+        center = _sample_center(rng, lo, hi, radii, center_region)
 
         # Work in a crop around the tumor: its deformed extent plus the PSF's reach.
         reach = np.ceil(radii * (1 + self.elastic_strength) + 4 * self.psf_sigma_vox + 2).astype(int)
@@ -208,7 +217,10 @@ class SynTumor:
         spread = inside.max() - inside.mean()
         scale = (max_suv - mean_suv) / spread if spread > 1e-12 else 0.0
         values = mean_suv + (raw - inside.mean()) * scale
-        return np.clip(values, 0.0, None)
+        # A wide max/mean ratio would push the rim below zero (a cold ring inside a hot tumor): floor
+        # it at a fraction of the mean and restore the mean (the peak then falls slightly short).
+        values = np.maximum(values, RIM_FLOOR * mean_suv)
+        return values * (mean_suv / values[tumor].mean())
 
     def _noise(self, rng: np.random.Generator, image: np.ndarray, values: np.ndarray, local_shape) -> np.ndarray:
         """Noise at the scan's relative level, correlated over the PSF like reconstructed PET noise."""
