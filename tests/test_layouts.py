@@ -77,6 +77,15 @@ def test_pairs_layout_pairs_by_wildcard(tmp_path):
     assert cases[2].mask is None and "missing_mask" in cases[2].extra
 
 
+def test_pairs_layout_names_by_the_matched_folder(tmp_path):
+    for case in ("STS_001", "STS_002", "STS_010"):
+        _touch(tmp_path / case / "PET_image.nii.gz")
+        _touch(tmp_path / case / "PET_mask.nii.gz")
+    cases = find_cases(tmp_path, "pairs", image_glob="STS_00[1-4]/PET_image.nii.gz",
+                       mask_glob="STS_00[1-4]/PET_mask.nii.gz")
+    assert [c.name for c in cases] == ["STS_001", "STS_002"]
+
+
 def test_pairs_layout_by_file_stem(tmp_path):
     for case in ("a", "b"):
         _touch(tmp_path / "img" / f"{case}.nii.gz")

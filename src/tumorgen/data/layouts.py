@@ -153,11 +153,21 @@ def _find_pairs(root: Path, image_glob: str, mask_glob: str) -> list[CaseFiles]:
         if not match or not path.is_file():
             continue
         key = match.groups()
-        parts = [part for part in key if part.strip("/")] or [path.parent.name]
-        name = sanitize_name("_".join(p.strip("/").replace("/", "_") for p in parts))
+        name = sanitize_name(_pair_name(image_glob, path.relative_to(root), key))
         extra = {} if key in masks else {"missing_mask": f"no mask matching {mask_glob!r} pairs with it"}
         cases.append(CaseFiles(name=name, image=path, mask=masks.get(key), extra=extra))
     return cases
+
+
+def _pair_name(pattern: str, relative: Path, key: tuple[str, ...]) -> str:
+    """Name a pair by the folders its pattern's wildcards matched (STS_001), else by what they matched."""
+    pattern_parts, path_parts = pattern.split("/"), relative.parts
+    if len(pattern_parts) == len(path_parts):
+        folders = [part for glob, part in zip(pattern_parts[:-1], path_parts[:-1]) if any(c in glob for c in "*?[")]
+        if folders:
+            return "_".join(folders)
+    parts = [part.strip("/").replace("/", "_") for part in key if part.strip("/")]
+    return "_".join(parts) or relative.parent.name or relative.name.split(".")[0]
 
 
 def _glob_regex(pattern: str) -> re.Pattern:
