@@ -73,6 +73,18 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class DiffusionConfig:
+    """The DDPM baselines (DiffTumor-style inpainting, blended latent diffusion) on the flow's U-Net size."""
+
+    schedule: str = "scaled_linear"  # latent diffusion's beta schedule (Rombach et al.; MONAI's 3D LDM tutorial)
+    num_train_timesteps: int = 1000  # DDPM's T
+    beta_start: float = 0.0015  # the LDM values, used by MONAI's 3D latent diffusion tutorial
+    beta_end: float = 0.0195
+    sample_steps: int = 50  # the paper times DDPM-50 and DDIM-50
+    sample_method: str = "ddim"  # "ddim" (deterministic) or "ddpm" (ancestral)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimisation of one stage (the same fields for the VAE and for TumorGen)."""
 
@@ -101,6 +113,7 @@ class Config:
     vae_train: TrainConfig = field(default_factory=TrainConfig)  # stage 1 (train-vae)
     train: TrainConfig = field(default_factory=TrainConfig)  # stage 2 (train)
     ablate: tuple[str, ...] = ()  # subset of ABLATIONS: how the paper's ablation table is trained
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # the baselines (train-baseline)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +223,12 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(cfg.flow.refiner_every >= 1, "flow.refiner_every must be at least 1")
     need(cfg.flow.sample_steps >= 1, "flow.sample_steps must be at least 1")
     need(all(p >= 4 and p % 4 == 0 for p in cfg.data.patch_size), "data.patch_size entries must be multiples of 4")
+    d = cfg.diffusion
+    need(d.schedule in ("linear", "scaled_linear"), "diffusion.schedule must be 'linear' or 'scaled_linear'")
+    need(d.num_train_timesteps >= 2, "diffusion.num_train_timesteps must be at least 2")
+    need(0.0 < d.beta_start < d.beta_end < 1.0, "diffusion needs 0 < beta_start < beta_end < 1")
+    need(1 <= d.sample_steps <= d.num_train_timesteps, "diffusion.sample_steps must be in [1, num_train_timesteps]")
+    need(d.sample_method in ("ddim", "ddpm"), "diffusion.sample_method must be 'ddim' or 'ddpm'")
     unknown = [a for a in cfg.ablate if a not in ABLATIONS]
     need(not unknown, f"unknown ablation {unknown}; valid: {', '.join(ABLATIONS)}")
     for name in ("vae_train", "train"):
