@@ -139,13 +139,18 @@ def test_hecktor_layout_uses_bbox_csv(tmp_path):
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     tumor = _ellipsoid(shape, (20, 22, 24), (3, 3, 3))
     save_volume(_pet(tumor), affine, tmp_path / "data" / "CHGJ007_pt.nii.gz")
-    save_volume(tumor, affine, tmp_path / "data" / "CHGJ007_gtvt.nii.gz", dtype=np.uint8)
+    # As in HECKTOR 2021, the GTVt is on a finer (CT) grid than the PET: 1.5 mm, same field of view.
+    fine_affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    fine_affine[:3, 3] = -0.75
+    fine_tumor = _ellipsoid((80, 80, 80), (40.5, 44.5, 48.5), (6, 6, 6))
+    save_volume(fine_tumor, fine_affine, tmp_path / "data" / "CHGJ007_gtvt.nii.gz", dtype=np.uint8)
     (tmp_path / "data" / "bbox.csv").write_text("PatientID,x1,x2,y1,y2,z1,z2\nCHGJ007,15,87,21,93,27,99\n")
     info = prepare_dataset(layout="hecktor", root=tmp_path / "data", out=tmp_path / "prep", size=16,
                            margin_mm=0, min_spacing_mm=1.0, progress=False)
     entry = info["cases"][0]
     assert entry["roi"] == "bbox.csv" and entry["source_ct"] is None
     assert entry["spacing"][0] == pytest.approx(4.5, abs=0.2)  # a 72 mm box (+ voxel edges) in 16 voxels
+    assert abs(entry["original_tumor_voxels"] - int(tumor.sum())) <= 0.1 * tumor.sum()
 
 
 def test_split_is_seeded_and_stratified():

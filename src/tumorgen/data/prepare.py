@@ -15,7 +15,7 @@ import numpy as np
 
 from tumorgen.data.layouts import LAYOUTS, CaseFiles, find_cases
 from tumorgen.data.lungs import find_lungs
-from tumorgen.data.prepared import FORMAT, VERSION
+from tumorgen.data.prepared import FORMAT, VERSION, resample_to_grid
 from tumorgen.data.transforms import choose_spacing, roi_extent_mm, transform_case
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.atomic import staged_dir, write_json
@@ -124,6 +124,8 @@ def _prepare_case(case: CaseFiles, *, layout, root, stage, size, spacing, min_sp
     if case.mask is None:
         raise fail_on(case.image, f"has no tumor mask ({case.extra.get('missing_mask', 'none found')})")
     mask = load_volume(case.mask, kind="mask")
+    if layout == "hecktor":
+        mask = _onto_pet_grid(mask, image)
     check_same_grid(image, mask)
     roi, roi_source = _region_of_interest(case, layout, image, mask, lung_masks)
     roi = roi | (mask.array > 0)
@@ -147,6 +149,15 @@ def _prepare_case(case: CaseFiles, *, layout, root, stage, size, spacing, min_sp
         "original_tumor_voxels": int(mask.array.sum()), "roi": roi_source,
         "roi_cut": result.roi_cut, "tumor_cut": result.tumor_cut,
     }
+
+
+def _onto_pet_grid(mask: Volume, image: Volume) -> Volume:
+    """HECKTOR 2021 gives GTVt on the CT grid, finer than PET's: resample it (linear, then >= 0.5)."""
+    if mask.array.shape == image.array.shape and np.allclose(mask.affine, image.affine, atol=1e-3):
+        return mask
+    soft = resample_to_grid(mask.array.astype(np.float32), src_affine=mask.affine, dst_shape=image.array.shape,
+                            dst_affine=image.affine, order=1)
+    return Volume(array=(soft >= 0.5).astype(np.uint8), affine=image.affine, path=mask.path)
 
 
 def _region_of_interest(case: CaseFiles, layout: str, image: Volume, mask: Volume, lung_masks) -> tuple[np.ndarray, str]:
