@@ -70,7 +70,11 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", use_ema: b
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints" / "last.pt").exists() else path / "vae.pt"
+        candidates = [path / "checkpoints" / "last.pt", path / "vae.pt"]
+        found = [c for c in candidates if c.exists()]
+        if not found:
+            raise fail_on(path, "is not a train-vae run folder (it has no checkpoints/last.pt)")
+        path = found[0]
     payload = load_checkpoint(path, expected_kind="vae")
     cfg = _config_of(payload, path)
     scale = payload["extra"].get("scale_factor")

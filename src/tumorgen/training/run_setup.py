@@ -57,10 +57,11 @@ def claim_run_dir(out: Path, *, resume: bool, is_main: bool) -> Path:
         if not last.exists():
             raise fail_on(out, "has no checkpoints/last.pt to resume from")
         return out
+    if not is_main:  # rank 0 checks and creates the folder; the others wait at a barrier
+        return out
     if out.exists() and any(out.iterdir()):
         raise fail_on(out, "already holds files; choose a new --out folder or pass --resume to continue it")
-    if is_main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     return out
 
 
