@@ -111,5 +111,7 @@ def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path, *, dtyp
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    """The library's own words, cut to one clause: nibabel's messages run on over several lines."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = text.replace(" from - ", "; ").replace(" from )", ")")
     return text[:160]
