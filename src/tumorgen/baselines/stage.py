@@ -1,0 +1,151 @@
+"""Train a diffusion baseline (DiffTumor inpainting or BLD) on the frozen VAE, with the shared fit loop.
+
+Same data, same VAE, same U-Net size as TumorGen, so a comparison measures the generative method: the
+denoiser is `build_velocity_unet` with the `flow` section's channels (2c + 1 -> c for DiffTumor,
+c -> c for BLD), the optimisation is the `train` section, the schedule the `diffusion` section.
+
+Because the VAE is frozen, each tumor-bearing training volume is encoded once (posterior mean times
+the VAE's scale factor) and its latents and latent mask are kept in memory; a step only runs the
+U-Net. The run folder is laid out as `tumorgen train`'s (config.json, data.json, metrics.jsonl,
+loss_curve.png, checkpoints/ of kind "difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training
+tumors' masks that synthesis places into boxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tumorgen.baselines.bld import bld_loss
+from tumorgen.baselines.difftumor import difftumor_loss, latent_mask
+from tumorgen.baselines.latent_diffusion import DiffusionSchedule
+from tumorgen.baselines.mask_bank import MaskBank
+from tumorgen.config import Config, DiffusionConfig, to_dict
+from tumorgen.data.prepared import load_prepared
+from tumorgen.errors import fail_on
+from tumorgen.io.atomic import atomic_path, write_json
+from tumorgen.models import vae as vae_lib
+from tumorgen.models.velocity_unet import VelocityUNet, build_velocity_unet
+from tumorgen.training import distributed
+from tumorgen.training.loop import FitResult, Stage, fit
+from tumorgen.training.run_folder import load_vae
+from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, sha256_of, stack_volumes, \
+    write_run_config
+from tumorgen.training.tumorgen_stage import describe_data
+
+METHODS = ("difftumor", "bld")
+MASK_BANK_NAME = "mask_bank.npz"
+
+
+def schedule_from_config(d: DiffusionConfig) -> DiffusionSchedule:
+    """The run's noise schedule (the `diffusion` config section)."""
+    build = DiffusionSchedule.linear if d.schedule == "linear" else DiffusionSchedule.scaled_linear
+    return build(num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start, beta_end=d.beta_end)
+
+
+def build_baseline_unet(cfg: Config, method: str) -> VelocityUNet:
+    """The denoiser: TumorGen's U-Net at the `flow` section's size, with the method's channel counts."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    c, f = cfg.vae.latent_channels, cfg.flow
+    in_channels = 2 * c + 1 if method == "difftumor" else c  # [z_t ; z (1 - m) ; m] or z_t
+    with seeded_init(cfg.train.seed):
+        return build_velocity_unet(latent_channels=c, channels=f.channels, attention_levels=f.attention_levels,
+                                   num_res_blocks=f.num_res_blocks, num_head_channels=f.num_head_channels,
+                                   norm_num_groups=f.norm_num_groups, in_channels=in_channels, out_channels=c)
+
+
+@torch.no_grad()
+def encode_latents(vae: nn.Module, volumes: torch.Tensor, *, scale_factor: float,
+                   device: torch.device) -> torch.Tensor:
+    """Scaled posterior means of `(N, 1, X, Y, Z)` volumes, one at a time: `(N, c, X/f, Y/f, Z/f)` on the CPU."""
+    return torch.cat([vae_lib.encode_mean(vae, volumes[i:i + 1].to(device)).cpu() * scale_factor
+                      for i in range(len(volumes))])
+
+
+def train_baseline(*, method: str, data: str | Path, vae_run: str | Path, out: str | Path, config: Config,
+                   resume: bool = False, progress: bool = True) -> FitResult:
+    """Train the DiffTumor or BLD denoiser on top of a frozen VAE; write the run folder.
+
+    Args:
+        method: "difftumor" or "bld".
+        data: the PREP folder.
+        vae_run: a `train-vae` run folder or VAE checkpoint (ignored on resume: RUN/vae.pt is used).
+        out: the run folder to create (or continue with `resume`).
+        config: the resolved config; its `vae` section is replaced by the VAE run's own.
+        resume: continue from `out/checkpoints/last.pt`.
+        progress: show a progress bar.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    info = distributed.init_distributed(config.train.device)
+    try:
+        return _train(method=method, data=Path(data), vae_run=Path(vae_run), out=Path(out), config=config,
+                      resume=resume, progress=progress, info=info)
+    finally:
+        distributed.shutdown_distributed(info)
+
+
+def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config, resume: bool, progress: bool,
+           info: distributed.DistInfo) -> FitResult:
+    train = config.train
+    vae, scale_factor, vae_cfg, vae_path = load_vae(out / "vae.pt" if resume else vae_run, device=info.device)
+    config = dataclasses.replace(config, vae=vae_cfg.vae, vae_train=vae_cfg.vae_train)
+
+    dataset = load_prepared(data)
+    cases = dataset.tumor_cases(split="train")
+    if not cases:
+        raise fail_on(data / "dataset.json", f"has no tumor-bearing training cases to train {method} on")
+    factor = vae_lib.latent_factor(vae)
+    levels = 2 ** (len(config.flow.channels) - 1)
+    if any(s % (factor * levels) for s in dataset.size):
+        raise fail_on(data / "dataset.json", f"size {dataset.size} is not divisible by the VAE factor {factor} "
+                                             f"times the U-Net's {levels} levels")
+    loaded = [case.load() for case in cases]
+    volumes = stack_volumes([im for im, _, _ in loaded])  # (N, 1, X, Y, Z)
+    masks = stack_volumes([m.astype(np.float32) for _, m, _ in loaded])  # (N, 1, X, Y, Z)
+    latents = encode_latents(vae, volumes, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
+    latent_masks = latent_mask(masks, factor)  # (N, 1, h, w, d)
+
+    claim_run_dir(out, resume=resume, is_main=info.is_main)
+    distributed.barrier(info)
+    if info.is_main and not resume:
+        with atomic_path(out / "vae.pt") as tmp:
+            shutil.copyfile(vae_path, tmp)
+        MaskBank.from_masks([m for _, m, _ in loaded]).save(out / MASK_BANK_NAME)
+        described = describe_data(dataset, cases, [m for _, m, _ in loaded], [a for _, _, a in loaded],
+                                  vae_sha256=sha256_of(out / "vae.pt"))
+        write_json(out / "data.json", {**described, "method": method})
+    if info.is_main:
+        write_run_config(config, out)
+    distributed.barrier(info)
+    vae_sha = sha256_of(out / "vae.pt")
+
+    model = build_baseline_unet(config, method)
+    schedule = schedule_from_config(config.diffusion)
+    data_gen = seeded_generator(train.seed)
+    noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank)  # ddpm_loss draws on the CPU
+
+    def step_fn(runner: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        chosen = distributed.rank_slice(torch.randint(len(latents), (train.batch_size * info.world_size,),
+                                                      generator=data_gen), info)
+        z = latents[chosen].to(info.device)  # (B, c, h, w, d)
+        if method == "difftumor":
+            loss = difftumor_loss(runner, z, latent_masks[chosen].to(info.device), schedule=schedule,
+                                  generator=noise_gen)
+        else:
+            loss = bld_loss(runner, z, schedule=schedule, generator=noise_gen)
+        return {"loss": loss}
+
+    def extra_fn(ema: nn.Module) -> dict:
+        return {"scale_factor": scale_factor, "vae_sha256": vae_sha, "suv_max": dataset.suv_max,
+                "size": list(dataset.size), "method": method, "latent_factor": factor}
+
+    stage = Stage(kind=method, model=model, step_fn=step_fn, generators={"data": data_gen},
+                  rank_generators={"noise": noise_gen}, config=to_dict(config), extra_fn=extra_fn)
+    return fit(stage=stage, run_dir=out, train=train, info=info, resume=resume, progress=progress)
