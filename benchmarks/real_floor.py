@@ -12,6 +12,7 @@ are 5 cm around the tumor), resized to 299 x 299 without keeping the aspect rati
 
     python benchmarks/real_floor.py [--data ../shared/data/ibsi-sts-pet] [--suv-max 20] [--repeats 5]
         [--out benchmarks/results/real_floor]   # writes real_floor.md / .csv
+        [--cache DIR]                           # keeps the Inception features for reruns
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from tumorgen.evaluation.fid import plane_features, real_floor_from_features
 from tumorgen.evaluation.inception import InceptionFeatures
 from tumorgen.evaluation.tables import Column, render_markdown, write_table
+from tumorgen.io.atomic import atomic_path
 from tumorgen.io.nifti import check_same_grid, load_volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +60,22 @@ def load_cases(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, masks
 
 
+def cached_features(args, images, masks, net, n_per_plane: int) -> dict[str, np.ndarray]:
+    """Tumor-center features {plane: (cases, n_per_plane, 2048)}, from --cache when it holds them."""
+    path = None
+    if args.cache is not None:
+        path = args.cache / f"ibsi_tumor_n{n_per_plane}_suv{args.suv_max:g}_{len(images)}cases.npz"
+        if path.is_file():
+            with np.load(path) as stored:
+                return {plane: stored[plane] for plane in stored.files}
+    per_volume = plane_features(images, features=net, where="tumor", masks=masks,
+                                n_per_plane=n_per_plane, suv_max=args.suv_max)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **per_volume)
+    return per_volume
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -67,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write <out>.md and <out>.csv")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder to keep the Inception features in (reused when the settings match)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"{args.data}: data folder not found", file=sys.stderr)
@@ -79,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n_per_plane in (1, 9):
         start = time.perf_counter()
-        per_volume = plane_features(images, features=net, where="tumor", masks=masks,
-                                    n_per_plane=n_per_plane, suv_max=args.suv_max)
+        per_volume = cached_features(args, images, masks, net, n_per_plane)
         print(f"features: {n} cases x 3 planes x {n_per_plane} slices in {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
         for name, (n_a, n_b) in splits.items():

