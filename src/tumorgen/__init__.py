@@ -5,3 +5,12 @@ The heavy modules (torch, MONAI) are imported by the functions that need them, s
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`from tumorgen import TumorGen` without importing torch at `import tumorgen`."""
+    if name == "TumorGen":
+        from tumorgen.api import TumorGen
+
+        return TumorGen
+    raise AttributeError(f"module 'tumorgen' has no attribute {name!r}")
