@@ -20,6 +20,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train-vae", "train_vae", "train the 3D KL-VAE (stage 1)"),
     ("train", "train", "train TumorGen: BA-PMG + SC-VFE rectified flow + VMR (stage 2)"),
     ("synthesize", "synthesize", "scan + box -> synthetic tumor image + mask, in the scan's own grid"),
+    ("augment", "augment", "synthesize tumors into a dataset and write an nnU-Net v2 raw dataset"),
     ("train-baseline", "train_baseline", "train a diffusion baseline (difftumor or bld) on the same VAE and backbone"),
 )
 
