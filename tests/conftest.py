@@ -66,3 +66,23 @@ def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int =
 def tiny_prep(tmp_path: Path) -> Path:
     """A PREP folder with 5 cases of 16^3 (train: 3 tumor + 1 healthy; test: 1 tumor)."""
     return write_tiny_prep(tmp_path / "prep")
+
+
+@pytest.fixture(scope="session")
+def trained_debug_run(tmp_path_factory) -> Path:
+    """A TumorGen run folder trained for one step of each stage on the debug preset (16^3, 4 mm).
+
+    The weights are meaningless; the folder is complete (config.json, data.json, vae.pt,
+    checkpoints/last.pt) and loads with `load_run`, so synthesis, augment and the CLI can run on it.
+    Built once per session through the API functions; other test files reuse it.
+    """
+    from tumorgen.config import apply_overrides, load_config
+    from tumorgen.training.tumorgen_stage import train_tumorgen
+    from tumorgen.training.vae_stage import train_vae
+
+    root = tmp_path_factory.mktemp("trained_debug_run")
+    prep = write_tiny_prep(root / "prep")
+    config = apply_overrides(load_config("debug"), ["vae_train.steps=1", "train.steps=1"])
+    train_vae(data=prep, out=root / "vae", config=config, progress=False)
+    train_tumorgen(data=prep, vae_run=root / "vae", out=root / "run", config=config, progress=False)
+    return root / "run"

@@ -56,6 +56,20 @@ def as_volume(image, *, affine=None, kind: str = "image", like: Volume | None = 
     return Volume(array=array, affine=affine, path=Path(f"<{what} array>"))
 
 
+def peek_model_info(run_dir: str | Path) -> ModelInfo | None:
+    """The model's grid from RUN/data.json without loading any weights (None when unreadable).
+
+    Lets the CLI refuse a box the model cannot hold before the (slow) model load; `TumorGen.load`
+    reports a folder that is not a run.
+    """
+    import json
+
+    try:
+        return ModelInfo.from_dict(json.loads((Path(run_dir) / "data.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class TumorGen:
     """A trained TumorGen model, ready to synthesize.
 

@@ -46,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from tumorgen.api import TumorGen
+    from tumorgen.api import TumorGen, peek_model_info
     from tumorgen.errors import TumorGenError, fail_on
     from tumorgen.io.nifti import check_same_grid, load_volume
+    from tumorgen.synthesis.boxes import check_box
     from tumorgen.synthesis.manifest import case_name_from_path
     from tumorgen.synthesis.pipeline import check_scan_is_suv, output_names, write_outputs
 
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
                 if (out / name).exists():
                     raise fail_on(out / name, "already exists; pass --overwrite to replace it")
 
+    info = peek_model_info(args.model)
+    if args.box is not None and info is not None:
+        check_box(args.box, scan=scan, size=info.size, spacing=info.spacing, axcodes=info.axcodes)
     model = TumorGen.load(args.model, device=args.device)
     with tqdm(total=args.num, desc="synthesize", unit="sample", disable=args.no_progress) as bar:
         results = model.synthesize(scan, box=args.box, num=args.num, steps=args.steps, seed=args.seed,
