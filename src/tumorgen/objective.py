@@ -1,0 +1,188 @@
+"""TumorGen's training objective (eq. 7) and its sampler, on top of the pure pieces.
+
+One function computes every loss term of ../shared/METHOD.md sections 1-4 for a batch, with each term
+switchable for the paper's ablations; another runs synthesis steps 1-3 of section 5. The training loop
+only calls `training_losses`, the synthesis API only `sample_tumor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tumorgen.bbox import bapmg, box_indicator, downsample_mask, latent_box_from_image_box
+from tumorgen.flow import interpolate, joint_target, one_step_estimate, sample_t, split_joint
+from tumorgen.losses import coarse_loss, fine_loss, refiner_loss
+from tumorgen.models.refiner import MaskRefiner
+from tumorgen.models.vae import decode_with_features, encode_mean, latent_factor
+from tumorgen.models.velocity_unet import VelocityUNet
+from tumorgen.sampling import euler_sample
+
+ABLATIONS = frozenset({"no_bapmg", "no_coarse", "no_fine", "no_vmr"})
+DEFAULT_WEIGHTS = {"coarse": 1.0, "fine": 0.5, "rec": 1.0}  # lambda_1..3 of eq. 7 (METHOD.md choice)
+LOSS_KEYS = ("loss", "rfm", "coarse", "fine", "rec")
+
+
+@dataclass
+class TumorGenModels:
+    """The three networks of TumorGen. The VAE is frozen (no gradients, eval mode) on construction.
+
+    Args:
+        vae: the trained KL-VAE (AutoencoderKL or AutoencoderKlMaisi).
+        unet: the velocity network v_theta.
+        refiner: the VAE-guided mask refiner, or None (the "no VMR" ablation).
+    """
+
+    vae: nn.Module
+    unet: VelocityUNet
+    refiner: MaskRefiner | None = None
+    factor: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        self.factor = latent_factor(self.vae)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.unet.out_channels - 1
+
+    def trainable(self) -> nn.ModuleDict:
+        """The trained networks as one module: for optimizers, EMA and checkpoints (no VAE weights)."""
+        modules = {"unet": self.unet}
+        if self.refiner is not None:
+            modules["refiner"] = self.refiner
+        return nn.ModuleDict(modules)
+
+
+def _check_ablate(ablate: frozenset[str] | set[str] | tuple) -> frozenset[str]:
+    ablate = frozenset(ablate)
+    unknown = ablate - ABLATIONS
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {sorted(unknown)}; choose from {sorted(ABLATIONS)}")
+    return ablate
+
+
+def training_losses(
+    models: TumorGenModels,
+    batch: dict[str, torch.Tensor],
+    *,
+    scale_factor: float,
+    alpha: float,
+    s: float = 1.0,
+    time_sampling: str = "logit-normal",
+    weights: dict[str, float] | None = None,
+    ablate: frozenset[str] = frozenset(),
+    run_refiner: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """All loss terms of eq. 7 for one batch; gradients flow to the U-Net and the refiner only.
+
+    Args:
+        models: the networks (VAE frozen).
+        batch: {"image": (B, 1, X, Y, Z) in [0, 1], "mask": (B, 1, X, Y, Z) in {0, 1}}; every mask must
+            hold a tumor (BA-PMG needs its box).
+        scale_factor: the VAE's latent scale (1 / std of the training latents).
+        alpha: BA-PMG expansion factor.
+        s: half range of the mask channel in the joint target.
+        time_sampling: "logit-normal" or "uniform".
+        weights: lambda_1..3 as {"coarse", "fine", "rec"}; missing keys take DEFAULT_WEIGHTS.
+        ablate: terms switched off, a subset of {"no_bapmg", "no_coarse", "no_fine", "no_vmr"}.
+        run_refiner: decode and train the refiner on this step (decoding is the expensive part on a
+            CPU, so the loop may run it every k-th step); "rec" is 0 when False.
+        generator: the seeded source of boxes, noise and times (on the batch's device or the CPU).
+
+    Returns:
+        {"loss", "rfm", "coarse", "fine", "rec"}: scalar tensors; switched-off terms are 0.
+    """
+    ablate = _check_ablate(ablate)
+    lam = {**DEFAULT_WEIGHTS, **(weights or {})}
+    unknown = set(lam) - set(DEFAULT_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; expected {sorted(DEFAULT_WEIGHTS)}")
+    image, mask = batch["image"], batch["mask"].to(batch["image"].dtype)
+    device = image.device
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    c = models.latent_channels
+
+    with torch.no_grad():
+        z = encode_mean(models.vae, image) * scale_factor  # (B, c, h, w, d)
+    m = downsample_mask(mask, models.factor)  # (B, 1, h, w, d)
+    box = bapmg(m, alpha=alpha, generator=generator, ablate="no_bapmg" in ablate)
+    z_box = z * (1.0 - box)
+    y = joint_target(z, m, s=s)  # (B, c + 1, h, w, d)
+    eps = torch.randn(y.shape, generator=generator, device=gen_device).to(device, y.dtype)
+    t = sample_t(y.shape[0], kind=time_sampling, generator=generator, device=gen_device).to(device)
+    x_t = interpolate(eps, y, t)
+    v_hat = models.unet(torch.cat([x_t, z_box, box], dim=1), t)  # (B, c + 1, h, w, d)
+    rfm = F.mse_loss(v_hat, y - eps)
+
+    y_hat = one_step_estimate(x_t, v_hat, t)
+    z_hat, m_hat = split_joint(y_hat, latent_channels=c, s=s)
+    zero = torch.zeros((), device=device)
+    coarse = coarse_loss(z_hat, z, box) if "no_coarse" not in ablate else zero
+    fine = fine_loss(z_hat, z, m_hat) if "no_fine" not in ablate else zero
+    rec = zero
+    if run_refiner and "no_vmr" not in ablate and models.refiner is not None:
+        with torch.no_grad():
+            _, feats = decode_with_features(models.vae, z_hat.detach() / scale_factor)
+        logits = models.refiner(m_hat.detach(), feats)  # (B, 1, X, Y, Z)
+        rec = refiner_loss(logits, mask)
+    loss = rfm + lam["coarse"] * coarse + lam["fine"] * fine + lam["rec"] * rec
+    return {"loss": loss, "rfm": rfm, "coarse": coarse, "fine": fine, "rec": rec}
+
+
+@torch.no_grad()
+def sample_tumor(
+    models: TumorGenModels,
+    image: torch.Tensor,
+    boxes_image_grid: torch.Tensor,
+    *,
+    scale_factor: float,
+    steps: int = 10,
+    generator: torch.Generator | None = None,
+    s: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthesis steps 1-3 (METHOD.md section 5): a tumor generated inside each box.
+
+    Choice: outside the box both the latents and the mask channel follow the known path (latents of
+    the scan, mask "no tumor" = -s), so the decoded scan and the mask stay unchanged there.
+
+    Args:
+        models: the trained networks.
+        image: scans `(B, 1, X, Y, Z)` in model range, sizes divisible by the latent factor.
+        boxes_image_grid: half-open boxes `(B, 6)` in image voxels; each is covered on the latent grid.
+        scale_factor: the VAE's latent scale.
+        steps: Euler steps N.
+        generator: seeded source of the noise.
+        s: half range of the mask channel (as in training).
+
+    Returns:
+        (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
+        mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
+    """
+    c, f = models.latent_channels, models.factor
+    device = image.device
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    z = encode_mean(models.vae, image) * scale_factor  # (B, c, h, w, d)
+    latent_shape = tuple(z.shape[2:])
+    boxes = latent_box_from_image_box(boxes_image_grid.to(device), f)
+    upper = torch.tensor(latent_shape, device=device)
+    boxes = torch.cat([boxes[:, :3].clamp(min=0), torch.minimum(boxes[:, 3:], upper)], dim=1)
+    if ((boxes[:, 3:] - boxes[:, :3]) <= 0).any():
+        raise ValueError(f"a box is empty or outside the volume: {boxes_image_grid.tolist()}")
+    box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
+    cond = torch.cat([z * (1.0 - box), box], dim=1)  # (B, c + 1, h, w, d)
+    known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
+    noise = torch.randn(known.shape, generator=generator, device=gen_device).to(device, z.dtype)
+    x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
+    z_hat, m_hat = split_joint(x1, latent_channels=c, s=s)
+    image_hat, feats = decode_with_features(models.vae, z_hat / scale_factor)
+    if models.refiner is not None:
+        mask_prob = torch.sigmoid(models.refiner(m_hat, feats))
+    else:  # "no VMR": the coarse mask, upsampled
+        mask_prob = F.interpolate(m_hat, scale_factor=float(f), mode="trilinear", align_corners=False)
+    return image_hat, mask_prob, m_hat
