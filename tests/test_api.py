@@ -41,6 +41,7 @@ def phantom():
     return make_phantom(region="torso", size=(40, 40, 32), with_tumor=False, rng=np.random.default_rng(4))
 
 
+@pytest.mark.slow
 def test_output_equals_input_outside_the_box_mask_inside_and_same_grid(model, phantom):
     results = model.synthesize(phantom.suv, affine=phantom.affine, box=BOX, num=2, steps=STEPS, seed=3)
     assert len(results) == 2
@@ -56,6 +57,7 @@ def test_output_equals_input_outside_the_box_mask_inside_and_same_grid(model, ph
     assert not np.array_equal(phantom.suv, results[0].image), "the input array is never modified in place"
 
 
+@pytest.mark.slow
 def test_same_seed_same_samples_other_seed_differs_and_batching_does_not_matter(model, phantom):
     kwargs = dict(affine=phantom.affine, box=BOX, num=2, steps=STEPS)
     one_by_one = model.synthesize(phantom.suv, seed=5, batch=1, **kwargs)
@@ -68,6 +70,7 @@ def test_same_seed_same_samples_other_seed_differs_and_batching_does_not_matter(
     assert not np.array_equal(other[0].image, one_by_one[0].image)
 
 
+@pytest.mark.slow
 def test_a_path_gives_the_same_result_as_the_array_and_sampled_boxes_go_into_the_organ(model, phantom, tmp_path):
     path = save_volume(phantom.suv, phantom.affine, tmp_path / "scan.nii.gz")
     from_path = model.synthesize(path, box=BOX, steps=STEPS, seed=1)[0]

@@ -28,6 +28,7 @@ def scan_path(tmp_path_factory):
     return save_volume(phantom.suv, phantom.affine, tmp_path_factory.mktemp("scan") / "patient_7.nii.gz")
 
 
+@pytest.mark.slow
 def test_synthesize_with_a_box_writes_outputs_manifest_and_a_table(trained_debug_run, scan_path, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["synthesize", "--model", str(trained_debug_run), "--input", str(scan_path), "--out", str(out),
@@ -53,6 +54,7 @@ def test_synthesize_with_a_box_writes_outputs_manifest_and_a_table(trained_debug
     assert "--overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_without_a_box_on_a_healthy_autopet_phantom_the_box_lands_in_the_lungs(trained_debug_run, tmp_path):
     data = tmp_path / "autopet"
     write_phantom_dataset(layout="autopet", out=data, cases=0, healthy=1, size=32, seed=0)
