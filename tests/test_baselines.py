@@ -23,7 +23,7 @@ from tumorgen.training.loop import read_metrics
 from tumorgen.training.vae_stage import build_vae_from_config, latent_scale_factor
 
 OVERFIT_STEPS = 16
-OVERFIT_FACTOR = 0.9  # the fixed-noise loss after OVERFIT_STEPS steps must be below 0.9x the initial one
+OVERFIT_FACTOR = 0.8  # fixed-noise loss after OVERFIT_STEPS steps < 0.8x the initial (measured: 0.68x DiffTumor, 0.63x BLD)
 
 
 def _debug(*overrides):
@@ -309,3 +309,27 @@ def test_cli_trains_refuses_an_existing_folder_and_a_resume_with_the_other_metho
     assert main(["train-baseline", "--method", "difftumor", "--data", str(runs["prep"]), "--out", str(out),
                  "--resume", "--steps", "2", "--no-progress"]) == 0
     assert load_checkpoint(out)["step"] == 2
+
+
+@pytest.mark.parametrize("method", ["difftumor", "bld"])
+def test_a_baseline_runs_through_the_synthesis_pipeline(runs, method):
+    import json
+    from pathlib import Path
+
+    from tumorgen.io.nifti import Volume
+    from tumorgen.synthesis.pipeline import synthesize_into_scan
+
+    image, _, affine = _cases(runs["prep"])[0].load()
+    info = json.loads((runs[method] / "data.json").read_text())
+    scan = Volume(array=(image * info["suv_max"]).astype(np.float32), affine=affine, path=Path("scan.nii.gz"))
+    box = (4, 4, 4, 12, 12, 12)
+    generate = load_baseline_generator(runs[method], method="ddim", steps=3)
+    results = synthesize_into_scan(scan=scan, boxes=[box], generate=generate, model_info=info, num=2, seed=4,
+                                   batch=2)
+    again = synthesize_into_scan(scan=scan, boxes=[box], generate=generate, model_info=info, num=2, seed=4, batch=1)
+    keep = np.ones(scan.array.shape, bool)
+    keep[4:12, 4:12, 4:12] = False
+    for result, other in zip(results, again):
+        assert result.mask.sum() > 0 and result.mask[keep].sum() == 0
+        assert np.array_equal(result.image[keep], scan.array[keep])
+        assert np.array_equal(result.mask, other.mask) and np.allclose(result.image, other.image, atol=1e-4)
