@@ -293,6 +293,21 @@ def test_a_tumorgen_checkpoint_is_refused_as_a_baseline_run(runs, tmp_path):
         load_baseline_generator(incomplete)
     with pytest.raises(TumorGenError, match="sampler"):
         load_baseline_generator(runs["bld"], method="euler")
+    with pytest.raises(TumorGenError, match="steps must be in"):
+        load_baseline_generator(runs["bld"], steps=0)
+    generate = load_baseline_generator(runs["difftumor"], method="ddpm", steps=2)
+    assert (generate.baseline.kind, generate.method, generate.steps) == ("difftumor", "ddpm", 2)
+
+
+def test_a_prep_without_training_tumors_is_refused(runs, tmp_path, capsys):
+    from conftest import write_tiny_prep
+
+    healthy = write_tiny_prep(tmp_path / "healthy", n_cases=2)  # train: case01, the healthy one
+    with pytest.raises(TumorGenError, match="no tumor-bearing training cases"):
+        train_baseline(method="bld", data=healthy, vae_run=runs["vae"], out=tmp_path / "run", config=runs["cfg"],
+                       progress=False)
+    assert main(["train-baseline", "--method", "bld", "--data", str(healthy), "--out", str(tmp_path / "r2")]) == 2
+    assert "--vae is required" in capsys.readouterr().err
 
 
 def test_cli_trains_refuses_an_existing_folder_and_a_resume_with_the_other_method(runs, tmp_path, capsys):

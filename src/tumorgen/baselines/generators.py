@@ -161,6 +161,26 @@ def generate_tumors(baseline: LoadedBaseline, window_image: torch.Tensor, boxes_
     return image_hat, mask
 
 
+@dataclass(frozen=True)
+class BaselineGenerator:
+    """The pipeline's `generate(window_image, boxes_in_window, seeds)` for a loaded baseline.
+
+    Args:
+        baseline: the loaded run (its kind and step are what a manifest reports).
+        method: "ddim" (DDIM-N) or "ddpm" (DDPM-N).
+        steps: sampling steps N.
+    """
+
+    baseline: LoadedBaseline
+    method: str = "ddim"
+    steps: int = 50
+
+    def __call__(self, window_image: torch.Tensor, boxes_in_window: torch.Tensor,
+                 seeds: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return generate_tumors(self.baseline, window_image, boxes_in_window, seeds, method=self.method,
+                               steps=self.steps)
+
+
 def load_baseline_generator(run_dir: str | Path, *, method: str = "ddim", steps: int = 50,
                             device: torch.device | str = "cpu") -> Generate:
     """Load a baseline run and return its `generate(window_image, boxes_in_window, seeds)` callable.
@@ -176,9 +196,4 @@ def load_baseline_generator(run_dir: str | Path, *, method: str = "ddim", steps:
     baseline = load_baseline(run_dir, device=device)
     if not 1 <= steps <= baseline.schedule.num_train_timesteps:
         raise TumorGenError(f"{run_dir}: steps must be in [1, {baseline.schedule.num_train_timesteps}], got {steps}")
-
-    def generate(window_image: torch.Tensor, boxes_in_window: torch.Tensor, seeds: Sequence[int]):
-        return generate_tumors(baseline, window_image, boxes_in_window, seeds, method=method, steps=steps)
-
-    generate.baseline = baseline  # for callers that report the model (kind, step)
-    return generate
+    return BaselineGenerator(baseline=baseline, method=method, steps=steps)
