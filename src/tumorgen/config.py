@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,12 +30,14 @@ PRESETS = ("debug", "phantom", "hecktor", "autopet")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What the trainers take from the PREP cache."""
+    """What the trainers take from the PREP cache.
+
+    The training volumes are read once and kept in memory (64^3 float32 is 1 MiB a case; reading
+    gzip NIfTI every step would cost more than a CPU step), so there are no loader workers to set.
+    """
 
     patch_size: tuple[int, int, int] = (32, 32, 32)  # VAE patches: the VAE is convolutional, and a 32^3
     # patch trains ~8x faster than a 64^3 volume on a CPU while seeing the same textures
-    cache_in_memory: bool = True  # PREP volumes are small (64^3 float32 = 1 MiB); reading each step
-    # from gzip NIfTI would cost more than the step itself on a CPU
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class TrainConfig:
     device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu" / "cuda"
     amp: str = "auto"  # "auto": bf16 autocast on CUDA only; "off"; "bf16"
     compile: bool = False  # torch.compile gained at most 13% on the CPU; opt-in
+    max_minutes: float | None = None  # stop at the first step after this wall time (None: no limit), with
+    # the usual final checkpoint: the CPU demo and the evaluation tables need bounded-time training,
+    # and `--resume` with a larger budget (or more steps) continues where it stopped
 
 
 @dataclass(frozen=True)
@@ -164,8 +170,20 @@ def _merge(base: Any, data: dict, *, prefix: str, source: str) -> Any:
     )
 
 
+def _optional_inner(hint: Any) -> Any:
+    """`X` for a field typed `X | None`, else None."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return args[0]
+    return None
+
+
 def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
-    """Check `value` against a field's type; accept lists for tuples and ints for floats."""
+    """Check `value` against a field's type; accept lists for tuples, ints for floats, None for `X | None`."""
+    inner = _optional_inner(hint)
+    if inner is not None:
+        return None if value is None else _coerce(value, inner, key=key, source=source)
     origin = typing.get_origin(hint)
     bad = fail_on(source, f"'{key}' must be {_type_name(hint)}, got {value!r}")
     if origin is tuple:
@@ -198,6 +216,9 @@ def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    inner = _optional_inner(hint)
+    if inner is not None:
+        return f"{_type_name(inner)} or none"
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
         inner = _type_name(args[0])
@@ -241,6 +262,7 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
         need(t.keep_checkpoints >= 1, f"{name}.keep_checkpoints must be >= 1")
         need(t.device in ("auto", "cpu", "cuda"), f"{name}.device must be auto, cpu or cuda")
         need(t.amp in ("auto", "off", "bf16"), f"{name}.amp must be auto, off or bf16")
+        need(t.max_minutes is None or t.max_minutes > 0, f"{name}.max_minutes must be positive (or none)")
     return cfg
 
 
@@ -308,7 +330,10 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
 
 
 def _parse_text(text: str, hint: Any, *, key: str) -> Any:
-    """Turn the text of an override into a value of the field's type."""
+    """Turn the text of an override into a value of the field's type ("none" clears an `X | None` field)."""
+    inner = _optional_inner(hint)
+    if inner is not None:
+        return None if text.strip().lower() in ("none", "null", "") else _parse_text(text, inner, key=key)
     if typing.get_origin(hint) is tuple:
         inner = text.strip().strip("[]()").strip()
         items = [s.strip().strip("'\"") for s in inner.split(",")] if inner else []

@@ -6,6 +6,11 @@ bf16 autocast on CUDA, optional torch.compile, gradient averaging across torchru
 progress bar with the loss, `metrics.jsonl` (one JSON object per logged step), `loss_curve.png`,
 atomic checkpoints every N steps and at the end, and `--resume`.
 
+`train.max_minutes` bounds the wall time of one call: the loop stops at the first step boundary
+after it and ends as a finished run does (final checkpoint, metrics line, loss curve), recording
+`stopped_by_time` in the checkpoint's "extra" and the last metrics line, so that `--resume` with more
+time continues exactly. "extra" also keeps `train_seconds`, the step time summed over all calls.
+
 Resume is exact: all randomness of a stage comes from `torch.Generator`s whose states are stored in
 the checkpoint (shared ones once, per-rank ones for every rank), so an interrupted and resumed run
 computes the same next-step losses and ends with the same weights as an uninterrupted one on the CPU.
@@ -72,6 +77,8 @@ class FitResult:
     step: int
     last_losses: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
+    stopped_by_time: bool = False  # train.max_minutes ran out before train.steps
+    train_seconds: float = 0.0  # wall time of the training loop, summed over resumed calls
 
 
 class EMA:
@@ -133,7 +140,7 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
     distributed.broadcast_parameters(model, info)
     ema = EMA(model=model, decay=train.ema_decay)
 
-    start = 0
+    start, train_seconds = 0, 0.0
     if resume:
         payload = load_checkpoint(ckpt_dir / "last.pt", expected_kind=stage.kind)
         model.load_state_dict(payload["model"])
@@ -141,6 +148,7 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
         optimizer.load_state_dict(payload["optimizer"])
         _restore_generators(stage, payload["rng"], info, source=ckpt_dir / "last.pt")
         start = int(payload["step"])
+        train_seconds = float(payload["extra"].get("train_seconds", 0.0))
         if info.is_main:
             _truncate_metrics(metrics_path, after_step=start)
 
@@ -148,8 +156,9 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
     bar = tqdm(total=train.steps, initial=min(start, train.steps), desc=stage.kind, unit="step", file=sys.stderr,
                disable=not (progress and info.is_main), dynamic_ncols=True)
     last_losses: dict[str, float] = {}
-    checkpoint, wrote = None, False
+    checkpoint, wrote, stopped_by_time, done = None, False, False, start
     interval_seconds, interval_steps = 0.0, 0  # step time only, checkpoint writing excluded
+    loop_start = time.perf_counter()
     model.train()
     for step in range(start, train.steps):
         step_start = time.perf_counter()
@@ -168,32 +177,57 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
         ema.update(model, num_updates=done)
         interval_seconds += time.perf_counter() - step_start
         interval_steps += 1
+        stopped_by_time = done < train.steps and _out_of_time(loop_start, train.max_minutes, info)
+        final = done == train.steps or stopped_by_time
 
-        if done % train.log_every == 0 or done == train.steps:
+        if done % train.log_every == 0 or final:
             last_losses = _mean_over_ranks(losses, info)
             seconds = interval_seconds / interval_steps
             interval_seconds, interval_steps = 0.0, 0
             if info.is_main:
                 record = {"step": done, **last_losses, "lr": optimizer.param_groups[0]["lr"],
                           "sec_per_step": round(seconds, 4), "peak_mem_mb": round(peak_memory_mb(info.device), 1)}
+                if stopped_by_time:
+                    record["stopped_by_time"] = True
                 with open(metrics_path, "a") as fh:  # one short line per write: appends stay whole
                     fh.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{last_losses['loss']:.4f}")
         bar.update(1)
-        if done % train.checkpoint_every == 0 or done == train.steps:
-            checkpoint = _write_checkpoint(stage, model, ema, optimizer, done, ckpt_dir, train, info)
+        if done % train.checkpoint_every == 0 or final:
+            timing = {"train_seconds": train_seconds + time.perf_counter() - loop_start,
+                      "stopped_by_time": stopped_by_time}
+            checkpoint = _write_checkpoint(stage, model, ema, optimizer, done, ckpt_dir, train, info, timing)
             wrote = True
+        if stopped_by_time:
+            break
     bar.close()
+    train_seconds += time.perf_counter() - loop_start
     if not wrote and not resume:
         # zero steps asked (e.g. a pretrained VAE): still write the run's checkpoint
-        checkpoint = _write_checkpoint(stage, model, ema, optimizer, start, ckpt_dir, train, info)
+        timing = {"train_seconds": train_seconds, "stopped_by_time": False}
+        checkpoint = _write_checkpoint(stage, model, ema, optimizer, start, ckpt_dir, train, info, timing)
     distributed.barrier(info)
-    return FitResult(model=model, ema=ema.module, step=max(start, train.steps), last_losses=last_losses,
-                     checkpoint=checkpoint)
+    return FitResult(model=model, ema=ema.module, step=max(start, done), last_losses=last_losses,
+                     checkpoint=checkpoint, stopped_by_time=stopped_by_time, train_seconds=train_seconds)
+
+
+def _out_of_time(loop_start: float, max_minutes: float | None, info: DistInfo) -> bool:
+    """Whether this call's wall-time budget is spent; rank 0 decides for all, so every rank stops together."""
+    if max_minutes is None:
+        return False
+    expired = time.perf_counter() - loop_start >= max_minutes * 60.0
+    if not info.distributed:
+        return expired
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if expired else 0.0])
+    flag = flag.to(info.device if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(flag, src=0)
+    return bool(flag.item() > 0.5)
 
 
 def _write_checkpoint(stage: Stage, model: nn.Module, ema: EMA, optimizer, step: int, ckpt_dir: Path,
-                      train: TrainConfig, info: DistInfo) -> Path | None:
+                      train: TrainConfig, info: DistInfo, timing: dict) -> Path | None:
     """Every rank contributes its generator states; rank 0 writes step_N.pt, last.pt and the curve."""
     rng = {name: g.get_state() for name, g in stage.generators.items()}
     for name, g in stage.rank_generators.items():
@@ -202,7 +236,7 @@ def _write_checkpoint(stage: Stage, model: nn.Module, ema: EMA, optimizer, step:
     if not info.is_main:
         return None
     extra = stage.extra_fn(ema.module) if stage.extra_fn is not None else {}
-    extra = {**extra, "world_size": info.world_size}
+    extra = {**extra, "world_size": info.world_size, **timing}
     path = save_checkpoint(step_path(ckpt_dir, step), kind=stage.kind, step=step, config=stage.config,
                            model=model, ema=ema.module, optimizer=optimizer, rng=rng, extra=extra)
     with atomic_path(ckpt_dir / "last.pt") as tmp:
@@ -271,7 +305,7 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    skip = {"step", "lr", "sec_per_step", "peak_mem_mb"}
+    skip = {"step", "lr", "sec_per_step", "peak_mem_mb", "stopped_by_time"}
     names = [k for k in rows[-1] if k not in skip]
     fig, ax = plt.subplots(figsize=(7, 4))
     positive = True

@@ -136,7 +136,9 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema
     flow = flow.to(device).eval()
     for p in flow.parameters():
         p.requires_grad_(False)
-    models = TumorGenModels(vae=vae, unet=flow["unet"], refiner=flow["refiner"])
+    # a "no_vmr" run never trained its refiner: synthesis must use the coarse mask, not random weights
+    refiner = None if "no_vmr" in cfg.ablate else flow["refiner"]
+    models = TumorGenModels(vae=vae, unet=flow["unet"], refiner=refiner)
     return LoadedRun(config=cfg, models=models, scale_factor=scale, data_info=data_info,
                      version=str(payload["extra"].get("tumorgen_version", "unknown")), step=int(payload["step"]),
                      run_dir=run_dir)
