@@ -21,6 +21,9 @@ from tumorgen.io.atomic import atomic_path
 # Largest volume we agree to read: 1024^3 voxels of float32 is 4 GiB, more than any PET scan
 # (AutoPET whole-body CTres is about 400 x 400 x 600).
 MAX_VOXELS = 1024**3
+# Deflate (gzip) cannot shrink data more than about 1032:1, so a .nii.gz smaller than 1/1032 of what its
+# header claims cannot hold those voxels; nibabel would allocate the claimed size before finding out.
+_MAX_DEFLATE_RATIO = 1032
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,25 @@ def read_header(path: str | Path) -> nib.Nifti1Image:
         raise fail_on(path, f"has an empty shape {shape}")
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise fail_on(path, f"header claims {shape} voxels, more than the {MAX_VOXELS} TumorGen will read")
+    _check_file_can_hold(path, image, shape)
     affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise fail_on(path, "has no valid voxel-to-world affine in its header")
     return image
+
+
+def _check_file_can_hold(path: Path, image: nib.Nifti1Image, shape: tuple[int, ...]) -> None:
+    """Refuse a single-file NIfTI too small for the voxels its header claims, before any allocation."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return  # .hdr/.img pairs and other formats keep their voxels elsewhere
+    claimed = int(np.prod(shape, dtype=np.int64)) * image.get_data_dtype().itemsize
+    claimed += int(image.header.get_data_offset())
+    on_disk = path.stat().st_size
+    room = on_disk * _MAX_DEFLATE_RATIO if name.endswith(".gz") else on_disk
+    if claimed > room:
+        raise fail_on(path, f"header claims {shape} voxels ({claimed / 2**20:.0f} MiB) but the file has only "
+                            f"{on_disk} bytes; it is truncated or its header is wrong")
 
 
 def load_volume(path: str | Path, *, kind: str = "image") -> Volume:
