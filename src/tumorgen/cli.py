@@ -22,6 +22,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synthesize", "synthesize", "scan + box -> synthetic tumor image + mask, in the scan's own grid"),
     ("augment", "augment", "synthesize tumors into a dataset and write an nnU-Net v2 raw dataset"),
     ("train-baseline", "train_baseline", "train a diffusion baseline (difftumor or bld) on the same VAE and backbone"),
+    ("evaluate", "evaluate", "FID/KID per plane, DSC/NSD, uptake and seam checks of a generated set"),
+    ("generate-set", "generate_set", "generate tumors into a prepared split with one method, for evaluation"),
+    ("train-seg", "train_seg", "train the segmentation network used for DSC/NSD"),
+    ("demo", "demo", "the whole pipeline on phantoms in bounded time: montage, NIfTIs and report.md"),
 )
 
 

@@ -23,7 +23,7 @@ from tumorgen.io.atomic import atomic_path
 
 FORMAT = "tumorgen-checkpoint"
 VERSION = 1
-KINDS = ("vae", "tumorgen", "difftumor", "bld")  # difftumor, bld: the DDPM baselines
+KINDS = ("vae", "tumorgen", "difftumor", "bld", "segmenter")  # difftumor, bld: the DDPM baselines; segmenter: train-seg
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _STEP_FILE = re.compile(r"^step_(\d{7,})\.pt$")
 
