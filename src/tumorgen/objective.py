@@ -136,7 +136,7 @@ def training_losses(
 
 
 @torch.no_grad()
-def sample_tumor(
+def sample_latents(
     models: TumorGenModels,
     image: torch.Tensor,
     boxes_image_grid: torch.Tensor,
@@ -145,8 +145,9 @@ def sample_tumor(
     steps: int = 10,
     generator: torch.Generator | None = None,
     s: float = 1.0,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthesis steps 1-3 (METHOD.md section 5): a tumor generated inside each box.
+    """Synthesis steps 1-2 (METHOD.md section 5): encode, then the Euler loop; no decode.
 
     Choice: outside the box both the latents and the mask channel follow the known path (latents of
     the scan, mask "no tumor" = -s), so the decoded scan and the mask stay unchanged there.
@@ -157,12 +158,13 @@ def sample_tumor(
         boxes_image_grid: half-open boxes `(B, 6)` in image voxels; each is covered on the latent grid.
         scale_factor: the VAE's latent scale.
         steps: Euler steps N.
-        generator: seeded source of the noise.
+        generator: seeded source of the noise (unused when `noise` is given).
         s: half range of the mask channel (as in training).
+        noise: x_0 `(B, c + 1, h, w, d)`, when the caller draws it (e.g. one generator per sample, so
+            a sample does not depend on its batch); default: drawn from `generator`.
 
     Returns:
-        (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
-        mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
+        (z_hat (B, c, h, w, d) scaled latents, m_hat (B, 1, h, w, d) in [0, 1], latent boxes (B, 6)).
     """
     c, f = models.latent_channels, models.factor
     device = image.device
@@ -177,12 +179,41 @@ def sample_tumor(
     box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
     cond = torch.cat([z * (1.0 - box), box], dim=1)  # (B, c + 1, h, w, d)
     known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
-    noise = torch.randn(known.shape, generator=generator, device=gen_device).to(device, z.dtype)
+    if noise is None:
+        noise = torch.randn(known.shape, generator=generator, device=gen_device)
+    elif tuple(noise.shape) != tuple(known.shape):
+        raise ValueError(f"noise {tuple(noise.shape)} must have the joint state's shape {tuple(known.shape)}")
+    noise = noise.to(device, z.dtype)
     x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
     z_hat, m_hat = split_joint(x1, latent_channels=c, s=s)
+    return z_hat, m_hat, boxes
+
+
+@torch.no_grad()
+def sample_tumor(
+    models: TumorGenModels,
+    image: torch.Tensor,
+    boxes_image_grid: torch.Tensor,
+    *,
+    scale_factor: float,
+    steps: int = 10,
+    generator: torch.Generator | None = None,
+    s: float = 1.0,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthesis steps 1-3 (METHOD.md section 5): a tumor generated inside each box.
+
+    Steps 1-2 are `sample_latents` (same arguments); this adds the full decode and the refiner.
+
+    Returns:
+        (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
+        mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
+    """
+    z_hat, m_hat, _ = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor, steps=steps,
+                                     generator=generator, s=s, noise=noise)
     image_hat, feats = decode_with_features(models.vae, z_hat / scale_factor)
     if models.refiner is not None:
         mask_prob = torch.sigmoid(models.refiner(m_hat, feats))
     else:  # "no VMR": the coarse mask, upsampled
-        mask_prob = F.interpolate(m_hat, scale_factor=float(f), mode="trilinear", align_corners=False)
+        mask_prob = F.interpolate(m_hat, scale_factor=float(models.factor), mode="trilinear", align_corners=False)
     return image_hat, mask_prob, m_hat

@@ -1,0 +1,184 @@
+"""Decode only the latents around the box: the synthesis output uses nothing else of the decoded image.
+
+Outside its box the synthesized scan is the input scan (METHOD.md section 5, step 4), so the decoded
+image and the refined mask are only read inside the box. On a CPU the VAE decode (and the refiner at
+full resolution) costs more than a 10-step Euler loop, and both scale with the decoded volume, so
+decoding a crop of the latents (box + a margin) instead of the whole latent grid saves most of it.
+
+Why a margin, and why the result is close but not bit-equal to the full decode:
+- the decoder's and the refiner's convolutions see a few latent voxels beyond the box (their
+  receptive field); a crop replaces those neighbours by zero padding at its faces, so the crop needs
+  a margin of latent voxels around the box for the box's interior to see the same neighbourhood;
+- both networks use GroupNorm, whose mean and variance are taken over the whole decoded volume: on a
+  crop they are taken over the crop, which is not a local effect. Its size depends on how different
+  the crop's statistics are from the volume's, so it shrinks as the margin grows but is not zero
+  until the crop is the whole grid. `benchmarks/speed.py --region-error` measures the error per
+  margin; `DEFAULT_MARGIN` is the margin chosen from that measurement (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tumorgen.models.vae import decode_with_features, latent_factor
+
+# Latent voxels decoded around the box on every side. Measured on the phantom preset (untrained and
+# debug-trained weights, benchmarks/README.md): 4 keeps the box's decoded image within ~1e-3 of the
+# image range of the full decode while decoding (box + 8)^3 instead of the whole latent grid.
+DEFAULT_MARGIN = 4
+
+
+GroupNormStats = dict  # {GroupNorm module: (mean (B, G), var (B, G))}, from `reference_statistics`
+
+
+def _group_norm_modules(*networks: nn.Module | None) -> list[nn.GroupNorm]:
+    return [m for net in networks if net is not None for m in net.modules() if isinstance(m, nn.GroupNorm)]
+
+
+def _normalize(module: nn.GroupNorm, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """GroupNorm of `x` `(B, C, ...)` with the given per-(sample, group) mean and variance `(B, G)`."""
+    b, c = x.shape[:2]
+    g = module.num_groups
+    grouped = x.reshape(b, g, -1)  # (B, G, C/G * X * Y * Z)
+    out = (grouped - mean[..., None]) * torch.rsqrt(var[..., None] + module.eps)
+    out = out.reshape(x.shape)  # (B, C, X, Y, Z)
+    if module.affine:
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        out = out * module.weight.reshape(shape) + module.bias.reshape(shape)
+    return out
+
+
+@contextlib.contextmanager
+def _group_norm_statistics(modules: list[nn.GroupNorm], stats: GroupNormStats, *, record: bool) -> Iterator[None]:
+    """Within the block, every GroupNorm in `modules` records its statistics into `stats` (record=True)
+    or normalizes with the statistics found there (record=False) instead of its input's own."""
+
+    def patched(module: nn.GroupNorm):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if record:
+                grouped = x.reshape(x.shape[0], module.num_groups, -1)  # (B, G, rest)
+                var, mean = torch.var_mean(grouped, dim=-1, unbiased=False)  # (B, G) each
+                stats[module] = (mean, var)
+            mean, var = stats[module]
+            if mean.shape[0] != x.shape[0]:
+                mean, var = mean.expand(x.shape[0], -1), var.expand(x.shape[0], -1)
+            return _normalize(module, x, mean, var)
+
+        return forward
+
+    for module in modules:
+        module.forward = patched(module)  # an instance attribute: nn.Module.__call__ finds it first
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward
+
+
+@torch.no_grad()
+def reference_statistics(
+    vae: nn.Module, refiner: nn.Module | None, z_ref: torch.Tensor, m_ref: torch.Tensor
+) -> GroupNormStats:
+    """The GroupNorm statistics of a full decode (and refiner pass) of reference latents.
+
+    The reference is the scan's own latents with an empty mask: outside the box they are what the
+    sample decodes, so its statistics differ from the sample's only by the box's share of the volume.
+    One reference serves every sample synthesized into the same window.
+
+    Args:
+        vae, refiner: the networks `decode_region` will run.
+        z_ref: `(1 or B, c, h, w, d)` latents in the decoder's units; m_ref: `(1 or B, 1, h, w, d)`.
+    """
+    stats: GroupNormStats = {}
+    with _group_norm_statistics(_group_norm_modules(vae, refiner), stats, record=True):
+        _, feats = decode_with_features(vae, z_ref)
+        if refiner is not None:
+            refiner(m_ref, feats)
+    return stats
+
+
+def region_bounds(
+    latent_box: Sequence[int], latent_shape: Sequence[int], *, margin: int
+) -> tuple[tuple[int, int], ...]:
+    """The latent region `[lo, hi)` per axis: the box grown by `margin` on every side, clipped to the grid.
+
+    Args:
+        latent_box: a half-open box `(x0, y0, z0, x1, y1, z1)` on the latent grid.
+        latent_shape: `(h, w, d)` of the latent grid.
+        margin: latent voxels added on each side (>= 0).
+    """
+    box = [int(v) for v in latent_box]
+    if len(box) != 6:
+        raise ValueError(f"a box has 6 values (x0, y0, z0, x1, y1, z1), got {latent_box}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    bounds = []
+    for axis, size in enumerate(latent_shape):
+        lo, hi = box[axis], box[axis + 3]
+        if not 0 <= lo < hi <= size:
+            raise ValueError(f"latent box {tuple(box)} is empty or outside the latent grid {tuple(latent_shape)}")
+        bounds.append((max(0, lo - margin), min(int(size), hi + margin)))
+    return tuple(bounds)
+
+
+def decode_region(
+    vae: nn.Module,
+    refiner: nn.Module | None,
+    z_hat: torch.Tensor,
+    m_hat: torch.Tensor,
+    latent_box: Sequence[int],
+    *,
+    margin: int = DEFAULT_MARGIN,
+    stats: GroupNormStats | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, slice, slice]]:
+    """Decode the latents in the box plus `margin`, and refine the mask on the same crop.
+
+    Args:
+        vae: the frozen VAE.
+        refiner: the mask refiner (VMR), or None for the "no VMR" ablation (the coarse mask upsampled).
+        z_hat: latents in the decoder's units (already divided by the scale factor), `(B, c, h, w, d)`.
+        m_hat: the coarse mask in [0, 1], `(B, 1, h, w, d)`.
+        latent_box: one half-open latent box `(x0, y0, z0, x1, y1, z1)` shared by the batch.
+        margin: latent voxels decoded around the box on each side.
+        stats: GroupNorm statistics of the whole volume (`reference_statistics`) used instead of the
+            crop's own; None: the crop's (exact only when the crop is the whole grid).
+
+    Returns:
+        `(image_region, mask_logits_region, region_slices)`: the decoded image and the refined mask's
+        logits over the region, `(B, 1, f rx, f ry, f rz)` each, and the three image-grid slices
+        where the region lies in the full decoded volume `(B, 1, f h, f w, f d)`. Inside the box they
+        match the full decode to within the error stated in benchmarks/README.md. Without a refiner
+        the logits are those of the upsampled coarse mask (clamped away from 0 and 1).
+    """
+    if z_hat.dim() != 5 or m_hat.dim() != 5 or z_hat.shape[2:] != m_hat.shape[2:] or m_hat.shape[1] != 1:
+        raise ValueError(f"z_hat {tuple(z_hat.shape)} and m_hat {tuple(m_hat.shape)} must be (B, c, h, w, d) "
+                         f"and (B, 1, h, w, d) on the same grid")
+    f = latent_factor(vae)
+    bounds = region_bounds(latent_box, z_hat.shape[2:], margin=margin)
+    latent = tuple(slice(lo, hi) for lo, hi in bounds)
+    z_crop = z_hat[(slice(None), slice(None), *latent)]  # (B, c, rx, ry, rz)
+    m_crop = m_hat[(slice(None), slice(None), *latent)]  # (B, 1, rx, ry, rz)
+    frozen = (_group_norm_statistics(_group_norm_modules(vae, refiner), stats, record=False)
+              if stats is not None else contextlib.nullcontext())
+    with frozen:
+        image, feats = decode_with_features(vae, z_crop)  # (B, 1, f rx, f ry, f rz)
+        logits = refiner(m_crop, feats) if refiner is not None else None  # (B, 1, f rx, f ry, f rz)
+    if logits is None:
+        prob = F.interpolate(m_crop, scale_factor=float(f), mode="trilinear", align_corners=False)
+        logits = torch.logit(prob.clamp(1e-6, 1.0 - 1e-6))
+    region_slices = tuple(slice(lo * f, hi * f) for lo, hi in bounds)
+    return image, logits, region_slices
+
+
+def paste_region(
+    full: torch.Tensor, region: torch.Tensor, region_slices: tuple[slice, slice, slice]
+) -> torch.Tensor:
+    """A copy of `full` `(B, C, X, Y, Z)` with `region` written at `region_slices`."""
+    out = full.clone()
+    out[(slice(None), slice(None), *region_slices)] = region.to(out.dtype)
+    return out
