@@ -51,6 +51,7 @@ def test_overrides_are_parsed_to_the_field_types():
     ("ablate=no_everything", ["no_everything", "no_bapmg"]),
     ("vae.arch=vqgan", ["vae.arch"]),
     ("data.patch_size=8,8", ["data.patch_size"]),
+    ("data.patch_size=6,8,8", ["multiples"]),
     ("train.steps", ["key=value"]),
 ])
 def test_bad_overrides_are_refused_with_a_sentence(item, words):

@@ -243,7 +243,9 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(cfg.flow.s > 0, "flow.s must be positive")
     need(cfg.flow.refiner_every >= 1, "flow.refiner_every must be at least 1")
     need(cfg.flow.sample_steps >= 1, "flow.sample_steps must be at least 1")
-    need(all(p >= 4 and p % 4 == 0 for p in cfg.data.patch_size), "data.patch_size entries must be multiples of 4")
+    factor = 2 ** (len(cfg.vae.channels) - 1) if cfg.vae.arch == "kl" else 4  # MAISI: f = 4
+    need(all(p >= factor and p % factor == 0 for p in cfg.data.patch_size),
+         f"data.patch_size entries must be multiples of the VAE's downsampling factor {factor}")
     d = cfg.diffusion
     need(d.schedule in ("linear", "scaled_linear"), "diffusion.schedule must be 'linear' or 'scaled_linear'")
     need(d.num_train_timesteps >= 2, "diffusion.num_train_timesteps must be at least 2")
