@@ -70,13 +70,16 @@ def fid_from_features(feats1: np.ndarray, feats2: np.ndarray) -> float:
     sigma1 sigma2 are the squared singular values of A B^T, so tr((sigma1 sigma2)^(1/2)) is the sum
     of the singular values of A B^T (an N1 x N2 matrix).
     """
-    mu1, sigma1 = feature_statistics(feats1)
-    mu2, sigma2 = feature_statistics(feats2)
-    n1, n2, d = len(feats1), len(feats2), mu1.size
+    feats1, feats2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    for feats in (feats1, feats2):
+        if feats.ndim != 2 or feats.shape[0] < 2 or feats.shape[1] != feats1.shape[1]:
+            raise ValueError(f"need (N, D) features with N >= 2 and one D, got {feats1.shape} and {feats2.shape}")
+    (n1, d), n2 = feats1.shape, len(feats2)
     if max(n1, n2) >= d:
-        return frechet_distance(mu1, sigma1, mu2, sigma2)
-    a = (np.asarray(feats1, np.float64) - mu1) / np.sqrt(n1 - 1)  # (N1, D)
-    b = (np.asarray(feats2, np.float64) - mu2) / np.sqrt(n2 - 1)  # (N2, D)
+        return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))
+    mu1, mu2 = feats1.mean(axis=0), feats2.mean(axis=0)
+    a = (feats1 - mu1) / np.sqrt(n1 - 1)  # (N1, D)
+    b = (feats2 - mu2) / np.sqrt(n2 - 1)  # (N2, D)
     tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum()
     diff = mu1 - mu2
     return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * tr_covmean)
