@@ -31,7 +31,7 @@ def inpainting_condition(z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 def difftumor_loss(eps_fn: EpsFn, z: torch.Tensor, m: torch.Tensor, *, schedule: DiffusionSchedule,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """DDPM loss of the inpainting denoiser on scaled latents `z` `(B, c, h, w, d)` with latent masks `m` `(B, 1, ...)`."""
+    """DDPM loss of the inpainting denoiser on scaled latents `z` `(B, c, h, w, d)`, latent masks `m` `(B, 1, ...)`."""
     return ddpm_loss(eps_fn, z, schedule=schedule, cond=inpainting_condition(z, m), generator=generator)
 
 

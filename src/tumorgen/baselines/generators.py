@@ -144,7 +144,8 @@ def place_masks(bank: MaskBank, boxes: torch.Tensor, shape: tuple[int, int, int]
 
 @torch.no_grad()
 def generate_tumors(baseline: LoadedBaseline, window_image: torch.Tensor, boxes_in_window: torch.Tensor,
-                    seeds: Sequence[int], *, method: str = "ddim", steps: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+                    seeds: Sequence[int], *, method: str = "ddim",
+                    steps: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     """The pipeline's `generate` contract for a loaded baseline (see the module docstring)."""
     if window_image.ndim != 5 or window_image.shape[1] != 1:
         raise ValueError(f"window_image must be (B, 1, X, Y, Z), got {tuple(window_image.shape)}")

@@ -21,9 +21,6 @@ import numpy as np
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path
 
-BANK_FORMAT_KEYS = ("voxels", "shapes")
-
-
 def crop_to_tight_box(mask: np.ndarray) -> np.ndarray:
     """The (X, Y, Z) binary mask cut to the tight box of its nonzero voxels (uint8)."""
     coords = np.nonzero(mask)

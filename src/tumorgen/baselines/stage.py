@@ -34,8 +34,9 @@ from tumorgen.models.velocity_unet import VelocityUNet, build_velocity_unet
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import load_vae
-from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, sha256_of, stack_volumes, \
-    write_run_config
+from tumorgen.training.run_setup import (
+    claim_run_dir, seeded_generator, seeded_init, sha256_of, stack_volumes, write_run_config,
+)
 from tumorgen.training.tumorgen_stage import describe_data
 
 METHODS = ("difftumor", "bld")
