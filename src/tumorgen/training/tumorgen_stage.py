@@ -13,6 +13,7 @@ and the sizes of the training tumors' tight boxes (in voxels and mm), from which
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -83,8 +84,8 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     train = config.train
     vae_source = out / "vae.pt" if resume else vae_run
     vae, scale_factor, vae_cfg, vae_path = load_vae(vae_source, device=info.device)
-    config = Config(data=config.data, vae=vae_cfg.vae, flow=config.flow, vae_train=vae_cfg.vae_train,
-                    train=config.train, ablate=config.ablate)
+    # the run records the VAE it really uses (its own config), whatever the preset said
+    config = dataclasses.replace(config, vae=vae_cfg.vae, vae_train=vae_cfg.vae_train)
 
     dataset = load_prepared(data)
     cases = dataset.tumor_cases(split="train")
