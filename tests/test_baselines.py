@@ -299,6 +299,8 @@ def test_a_tumorgen_checkpoint_is_refused_as_a_baseline_run(runs, tmp_path):
         load_baseline_generator(runs["bld"], steps=0)
     generate = load_baseline_generator(runs["difftumor"], method="ddpm", steps=2)
     assert (generate.baseline.kind, generate.method, generate.steps) == ("difftumor", "ddpm", 2)
+    from_config = load_baseline_generator(runs["bld"], method=None, steps=None)
+    assert (from_config.method, from_config.steps) == ("ddim", 50)
 
 
 def test_a_prep_without_training_tumors_is_refused(runs, tmp_path, capsys):
@@ -350,3 +352,17 @@ def test_a_baseline_runs_through_the_synthesis_pipeline(runs, method):
         assert result.mask.sum() > 0 and result.mask[keep].sum() == 0
         assert np.array_equal(result.image[keep], scan.array[keep])
         assert np.array_equal(result.mask, other.mask) and np.allclose(result.image, other.image, atol=1e-4)
+
+
+def test_diffusion_config_builds_the_schedule_and_refuses_bad_values():
+    cfg = load_config("debug")
+    scaled = schedule_from_config(cfg.diffusion)
+    linear = schedule_from_config(apply_overrides(cfg, ["diffusion.schedule=linear"]).diffusion)
+    assert scaled.num_train_timesteps == linear.num_train_timesteps == 1000
+    assert torch.isclose(scaled.alphas_cumprod[0], torch.tensor(1 - 0.0015, dtype=torch.float64))
+    assert torch.isclose(linear.alphas_cumprod[0], torch.tensor(1 - 0.0015, dtype=torch.float64))
+    assert scaled.alphas_cumprod[500] > linear.alphas_cumprod[500], "sqrt-linear betas stay smaller mid-way"
+    for bad in ("diffusion.schedule=cosine", "diffusion.sample_method=euler", "diffusion.beta_end=0.001",
+                "diffusion.sample_steps=0"):
+        with pytest.raises(TumorGenError, match="diffusion"):
+            apply_overrides(cfg, [bad])

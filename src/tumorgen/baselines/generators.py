@@ -182,19 +182,21 @@ class BaselineGenerator:
                                steps=self.steps)
 
 
-def load_baseline_generator(run_dir: str | Path, *, method: str = "ddim", steps: int = 50,
+def load_baseline_generator(run_dir: str | Path, *, method: str | None = "ddim", steps: int | None = 50,
                             device: torch.device | str = "cpu") -> Generate:
     """Load a baseline run and return its `generate(window_image, boxes_in_window, seeds)` callable.
 
     Args:
         run_dir: a folder written by `tumorgen train-baseline`.
-        method: "ddim" (DDIM-N) or "ddpm" (DDPM-N).
-        steps: sampling steps N (50 in the paper's timing table).
+        method: "ddim" (DDIM-N) or "ddpm" (DDPM-N); None takes the run's `diffusion.sample_method`.
+        steps: sampling steps N (50 in the paper's timing table); None takes `diffusion.sample_steps`.
         device: where to run.
     """
-    if method not in SAMPLERS:
+    if method is not None and method not in SAMPLERS:
         raise TumorGenError(f"sampler {method!r} is not one of {', '.join(SAMPLERS)}")
     baseline = load_baseline(run_dir, device=device)
+    method = baseline.config.diffusion.sample_method if method is None else method
+    steps = baseline.config.diffusion.sample_steps if steps is None else int(steps)
     if not 1 <= steps <= baseline.schedule.num_train_timesteps:
         raise TumorGenError(f"{run_dir}: steps must be in [1, {baseline.schedule.num_train_timesteps}], got {steps}")
     return BaselineGenerator(baseline=baseline, method=method, steps=steps)
