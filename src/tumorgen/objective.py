@@ -77,6 +77,7 @@ def training_losses(
     weights: dict[str, float] | None = None,
     ablate: frozenset[str] = frozenset(),
     run_refiner: bool = True,
+    refiner_margin: int | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms of eq. 7 for one batch; gradients flow to the U-Net and the refiner only.
@@ -93,6 +94,10 @@ def training_losses(
         ablate: terms switched off, a subset of {"no_bapmg", "no_coarse", "no_fine", "no_vmr"}.
         run_refiner: decode and train the refiner on this step (decoding is the expensive part on a
             CPU, so the loop may run it every k-th step); "rec" is 0 when False.
+        refiner_margin: None decodes and refines the whole volume (METHOD.md). An int runs the VMR
+            only on the latent crop holding every box of the batch plus this many latent voxels on
+            each side, and compares with the mask there: far cheaper on a CPU (the decode dominates);
+            2-3 latent voxels keep the decoder's border effects away from the tumor.
         generator: the seeded source of boxes, noise and times (on the batch's device or the CPU).
 
     Returns:
@@ -127,10 +132,11 @@ def training_losses(
     fine = fine_loss(z_hat, z, m_hat) if "no_fine" not in ablate else zero
     rec = zero
     if run_refiner and "no_vmr" not in ablate and models.refiner is not None:
+        lat, img = _refiner_crop(box, refiner_margin, models.factor)
         with torch.no_grad():
-            _, feats = decode_with_features(models.vae, z_hat.detach() / scale_factor)
-        logits = models.refiner(m_hat.detach(), feats)  # (B, 1, X, Y, Z)
-        rec = refiner_loss(logits, mask)
+            _, feats = decode_with_features(models.vae, z_hat.detach()[lat] / scale_factor)
+        logits = models.refiner(m_hat.detach()[lat], feats)  # (B, 1, X', Y', Z')
+        rec = refiner_loss(logits, mask[img])
     loss = rfm + lam["coarse"] * coarse + lam["fine"] * fine + lam["rec"] * rec
     return {"loss": loss, "rfm": rfm, "coarse": coarse, "fine": fine, "rec": rec}
 
@@ -187,6 +193,26 @@ def sample_latents(
     x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
     z_hat, m_hat = split_joint(x1, latent_channels=c, s=s)
     return z_hat, m_hat, boxes
+
+
+def _refiner_crop(box: torch.Tensor, margin: int | None, factor: int) -> tuple[tuple, tuple]:
+    """Index tuples selecting the latent crop around every box of the batch (plus `margin`) and the
+    same region on the image grid; the whole volume when `margin` is None."""
+    everything = (slice(None), slice(None))
+    if margin is None:
+        return everything, everything
+    if margin < 0:
+        raise ValueError(f"refiner_margin must be >= 0, got {margin}")
+    occupied = box.sum(dim=(0, 1)) > 0  # (h, w, d)
+    lat, img = list(everything), list(everything)
+    for axis, size in enumerate(occupied.shape):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = torch.nonzero(occupied.any(dim=other)).flatten()
+        lo = max(int(idx.min()) - margin, 0)
+        hi = min(int(idx.max()) + 1 + margin, size)
+        lat.append(slice(lo, hi))
+        img.append(slice(lo * factor, hi * factor))
+    return tuple(lat), tuple(img)
 
 
 @torch.no_grad()
