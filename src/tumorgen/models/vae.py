@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tumorgen.errors import fail_on
+from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.training.checkpoint import read_torch_file
 
 VAE_ARCHS = ("kl", "maisi")
 
@@ -115,9 +116,12 @@ def _read_state_dict(path: Path) -> dict:
 
             obj = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = read_torch_file(path, what="VAE weights file")  # refuses code, one sentence
+    except TumorGenError:
+        raise
     except Exception as err:  # any parse failure is the file's fault, not ours
-        raise fail_on(path, f"cannot read VAE weights ({type(err).__name__}: {err})") from err
+        detail = " ".join(str(err).split())[:200]  # one line: the CLI prints one sentence
+        raise fail_on(path, f"cannot read VAE weights ({type(err).__name__}: {detail})") from None
     if isinstance(obj, dict):
         for key in _NESTED_KEYS:
             if isinstance(obj.get(key), dict):

@@ -103,6 +103,29 @@ def _state_of(obj: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in unwrap_state_dict(state).items()}
 
 
+def read_torch_file(path: str | Path, *, what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` on the CPU; a file that needs code to unpickle is refused, never run.
+
+    Every failure is one `TumorGenError` sentence naming the file (torch's own messages run over several
+    lines and advise turning the safe mode off, which is exactly what must not be done).
+
+    Args:
+        path: any torch file from an untrusted source (a checkpoint, pretrained weights).
+        what: what the file should be, for the message ("checkpoint", "VAE weights file").
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # the weights-only unpickler met a class or function reference
+            raise fail_on(path, f"refused: the file holds Python objects that would run code when loaded, "
+                                f"not a {what}") from None
+        raise fail_on(path, f"is not a readable {what} (not a torch file, or corrupt)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise fail_on(path, f"is not a readable {what} (truncated or not a torch file: {first})") from None
+
+
 def load_checkpoint(path: str | Path, *, expected_kind: str | None = None) -> dict[str, Any]:
     """Read a checkpoint safely (weights_only, on the CPU) and check its format, version and kind.
 
@@ -118,16 +141,7 @@ def load_checkpoint(path: str | Path, *, expected_kind: str | None = None) -> di
         path = candidate
     if not path.exists():
         raise fail_on(path, "checkpoint file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "global" in str(err).lower():  # the weights-only unpickler met a class or function reference
-            raise fail_on(path, "refused: the file holds Python objects that would run code when loaded, "
-                                "not a TumorGen checkpoint") from None
-        raise fail_on(path, "is not a readable checkpoint (not a torch file, or corrupt)") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, AttributeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise fail_on(path, f"is not a readable checkpoint (truncated or not a torch file: {first})") from None
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise fail_on(path, f"is a torch file but not a TumorGen checkpoint (no format '{FORMAT}')")
     if payload.get("version") != VERSION:
