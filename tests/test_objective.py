@@ -149,8 +149,10 @@ def test_refiner_crop_with_a_covering_margin_equals_the_full_volume_and_crops_ot
     batch = {"image": image, "mask": mask}
     kwargs = dict(scale_factor=1.0, alpha=0.0, time_sampling="uniform")
     full = training_losses(models, batch, generator=torch.Generator().manual_seed(2), **kwargs)
-    covering = training_losses(models, batch, refiner_margin=4, generator=torch.Generator().manual_seed(2), **kwargs)
+    covering = training_losses(models, batch, refiner_margin=4, generator=torch.Generator().manual_seed(2),
+                               **kwargs)
     assert torch.allclose(full["rec"], covering["rec"], atol=1e-6)
-    cropped = training_losses(models, batch, refiner_margin=0, generator=torch.Generator().manual_seed(2), **kwargs)
+    cropped = training_losses(models, batch, refiner_margin=0, generator=torch.Generator().manual_seed(2),
+                              **kwargs)
     assert torch.isfinite(cropped["rec"]) and cropped["rec"].item() != full["rec"].item()
     assert torch.equal(full["rfm"], cropped["rfm"])

@@ -61,7 +61,9 @@ def ssim3d(
         reduction: "mean" -> scalar over the batch, "none" -> `(B,)`.
     """
     if a.shape != b.shape or a.ndim != 5:
-        raise ValueError(f"ssim3d needs two (B, C, X, Y, Z) tensors of one shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"ssim3d needs two (B, C, X, Y, Z) tensors of one shape, got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
     if window % 2 == 0:
         raise ValueError(f"window must be odd, got {window}")
     batch = a.shape[0]

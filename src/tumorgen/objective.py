@@ -26,7 +26,7 @@ DEFAULT_WEIGHTS = {"coarse": 1.0, "fine": 0.5, "rec": 1.0}  # lambda_1..3 of eq.
 LOSS_KEYS = ("loss", "rfm", "coarse", "fine", "rec")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TumorGenModels:
     """The three networks of TumorGen. The VAE is frozen (no gradients, eval mode) on construction.
 
@@ -48,7 +48,8 @@ class TumorGenModels:
 
     @property
     def latent_channels(self) -> int:
-        return self.unet.out_channels - 1
+        unet = getattr(self.unet, "module", self.unet)  # see through a DDP wrapper
+        return unet.out_channels - 1
 
     def trainable(self) -> nn.ModuleDict:
         """The trained networks as one module: for optimizers, EMA and checkpoints (no VAE weights)."""

@@ -52,7 +52,8 @@ class MaskRefiner(nn.Module):
         )
         # after adding G_k: one conv block to fuse mask and image features
         self.fuse = nn.ModuleList(_ConvBlock(in_channels=w, out_channels=w) for w in widths)
-        self.head = nn.Sequential(nn.GroupNorm(_groups(widths[-1]), widths[-1]), nn.SiLU(), nn.Conv3d(widths[-1], 1, 1))
+        last = widths[-1]
+        self.head = nn.Sequential(nn.GroupNorm(_groups(last), last), nn.SiLU(), nn.Conv3d(last, 1, kernel_size=1))
 
     def forward(self, m_hat: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """`m_hat` `(B, 1, h, w, d)` in [0, 1], features at x1, x2, x4 -> logits `(B, 1, 4h, 4w, 4d)`."""
