@@ -10,7 +10,7 @@ import torch
 
 from tumorgen.models import MaskRefiner, build_vae, build_velocity_unet, decoder_feature_channels
 from tumorgen.models.vae import compute_scale_factor, encode_mean
-from tumorgen.objective import ABLATIONS, TumorGenModels, sample_tumor, training_losses
+from tumorgen.objective import ABLATIONS, TumorGenModels, sample_latents, sample_tumor, training_losses
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +138,12 @@ def test_overfitting_one_case_lowers_the_loss_and_samples_the_tumor_in_place():
     assert 0.0 <= mask_prob.min() and mask_prob.max() <= 1.0
     # outside the latent box the mask channel followed the known "no tumor" path exactly
     assert mask_latent[..., :1, :, :].max() == 0.0
+    z_hat, m_hat, latent_boxes = sample_latents(models, image, box, scale_factor=scale, steps=10,
+                                                generator=torch.Generator().manual_seed(0))
+    assert torch.equal(m_hat, mask_latent) and latent_boxes.tolist() == [[1, 2, 1, 6, 7, 6]]
+    # outside the box the latents are the scan's own
+    z = encode_mean(models.vae, image) * scale
+    assert torch.allclose(z_hat[..., :1, :, :], z[..., :1, :, :], atol=1e-5)
     predicted = (mask_prob > 0.5).float()
     dice = 2 * (predicted * mask).sum() / (predicted.sum() + mask.sum())
     assert dice > 0.3, dice.item()

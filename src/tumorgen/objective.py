@@ -114,8 +114,8 @@ def training_losses(
     gen_device = generator.device if generator is not None else torch.device("cpu")
     c = models.latent_channels
 
-    with torch.no_grad():
-        z = encode_mean(models.vae, image) * scale_factor  # (B, c, h, w, d)
+    with torch.no_grad():  # float32 flow state even under a bf16 autocast
+        z = encode_mean(models.vae, image).float() * scale_factor  # (B, c, h, w, d)
     m = downsample_mask(mask, models.factor)  # (B, 1, h, w, d)
     box = bapmg(m, alpha=alpha, generator=generator, ablate="no_bapmg" in ablate)
     z_box = z * (1.0 - box)
@@ -217,6 +217,54 @@ def _refiner_crop(box: torch.Tensor, margin: int | None, factor: int) -> tuple[t
 
 
 @torch.no_grad()
+def sample_latents(
+    models: TumorGenModels,
+    image: torch.Tensor,
+    boxes_image_grid: torch.Tensor,
+    *,
+    scale_factor: float,
+    steps: int = 10,
+    generator: torch.Generator | None = None,
+    s: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthesis steps 1-2 (METHOD.md section 5): sampled latents and latent mask inside each box.
+
+    Choice: outside the box both the latents and the mask channel follow the known path (latents of
+    the scan, mask "no tumor" = -s), so the decoded scan and the mask stay unchanged there.
+
+    Args:
+        models: the trained networks.
+        image: scans `(B, 1, X, Y, Z)` in model range, sizes divisible by the latent factor.
+        boxes_image_grid: half-open boxes `(B, 6)` in image voxels; each is covered on the latent grid.
+        scale_factor: the VAE's latent scale.
+        steps: Euler steps N.
+        generator: seeded source of the noise (on the image's device or the CPU).
+        s: half range of the mask channel (as in training).
+
+    Returns:
+        (z_hat (B, c, h, w, d) scaled latents (divide by `scale_factor` to decode), m_hat (B, 1, h, w, d)
+        in [0, 1], latent_boxes (B, 6) int64: the boxes on the latent grid, clipped).
+    """
+    c, f = models.latent_channels, models.factor
+    device = image.device
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    z = encode_mean(models.vae, image).float() * scale_factor  # (B, c, h, w, d), float32 flow state
+    latent_shape = tuple(z.shape[2:])
+    boxes = latent_box_from_image_box(boxes_image_grid.to(device), f)
+    upper = torch.tensor(latent_shape, device=device)
+    boxes = torch.cat([boxes[:, :3].clamp(min=0), torch.minimum(boxes[:, 3:], upper)], dim=1)
+    if ((boxes[:, 3:] - boxes[:, :3]) <= 0).any():
+        raise ValueError(f"a box is empty or outside the volume: {boxes_image_grid.tolist()}")
+    box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
+    cond = torch.cat([z * (1.0 - box), box], dim=1)  # (B, c + 1, h, w, d)
+    known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
+    noise = torch.randn(known.shape, generator=generator, device=gen_device).to(device, z.dtype)
+    x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
+    z_hat, m_hat = split_joint(x1.float(), latent_channels=c, s=s)
+    return z_hat, m_hat, boxes
+
+
+@torch.no_grad()
 def sample_tumor(
     models: TumorGenModels,
     image: torch.Tensor,
@@ -226,18 +274,17 @@ def sample_tumor(
     steps: int = 10,
     generator: torch.Generator | None = None,
     s: float = 1.0,
-    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthesis steps 1-3 (METHOD.md section 5): a tumor generated inside each box.
+    """Synthesis steps 1-3 (METHOD.md section 5): `sample_latents`, then decode and refine the mask.
 
-    Steps 1-2 are `sample_latents` (same arguments); this adds the full decode and the refiner.
+    Args: as `sample_latents`.
 
     Returns:
         (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
         mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
     """
     z_hat, m_hat, _ = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor, steps=steps,
-                                     generator=generator, s=s, noise=noise)
+                                     generator=generator, s=s)
     image_hat, feats = decode_with_features(models.vae, z_hat / scale_factor)
     if models.refiner is not None:
         mask_prob = torch.sigmoid(models.refiner(m_hat, feats))
