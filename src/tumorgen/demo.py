@@ -43,6 +43,7 @@ class DemoPlan:
         tumor_cases, healthy_cases: phantoms written with and without a tumor.
         size: phantom and model grid edge in voxels.
         vae_minutes, train_minutes: wall-time budgets of the two training stages.
+        train_steps: steps of each training stage, or None for the preset's (time usually stops first).
         samples_per_case: synthetic tumors per healthy phantom.
         sample_steps: Euler steps at synthesis.
         fid: compute FID/KID on tumor-center slices (an Inception pass, ~0.5 min on a CPU).
@@ -55,6 +56,7 @@ class DemoPlan:
     size: int
     vae_minutes: float
     train_minutes: float
+    train_steps: int | None
     samples_per_case: int
     sample_steps: int
     fid: bool
@@ -70,14 +72,15 @@ def plan_demo(*, minutes: float = 12.0, fast: bool = False, seed: int = 0) -> De
         seed: the demo's seed.
     """
     if fast:
-        return DemoPlan(preset="debug", tumor_cases=6, healthy_cases=2, size=32, vae_minutes=0.5, train_minutes=0.5,
-                        samples_per_case=1, sample_steps=2, fid=False, seed=seed)
+        # steps, not time, end the fast demo's training (a time cut on a busy CI machine would vary)
+        return DemoPlan(preset="debug", tumor_cases=5, healthy_cases=2, size=32, vae_minutes=5.0, train_minutes=5.0,
+                        train_steps=2, samples_per_case=1, sample_steps=2, fid=False, seed=seed)
     training = minutes - OVERHEAD_MINUTES
     if training < 1.0:
         raise ValueError(f"--minutes {minutes:g} leaves no time to train; give at least {OVERHEAD_MINUTES + 1:g}")
     return DemoPlan(preset="phantom", tumor_cases=24, healthy_cases=6, size=64,
                     vae_minutes=round(VAE_SHARE * training, 2), train_minutes=round((1 - VAE_SHARE) * training, 2),
-                    samples_per_case=2, sample_steps=10, fid=True, seed=seed)
+                    train_steps=None, samples_per_case=2, sample_steps=10, fid=True, seed=seed)
 
 
 @dataclass

@@ -8,6 +8,7 @@ user would type to do the same step alone.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,17 @@ from tumorgen.config import Config, apply_overrides, load_config
 from tumorgen.demo import DemoPaths, DemoPlan, DemoResult, StageRecord, derived_seed, remove_incomplete_run
 
 
+def q(path) -> str:
+    """A path as a shell word (AutoPET study folders have spaces in their names)."""
+    return shlex.quote(str(path))
+
+
 def phantoms(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
     from tqdm import tqdm
 
     from tumorgen.data.phantom_layouts import write_phantom_dataset
 
-    command = (f"tumorgen phantom --layout autopet --out {paths.raw} --cases {plan.tumor_cases} "
+    command = (f"tumorgen phantom --layout autopet --out {q(paths.raw)} --cases {plan.tumor_cases} "
                f"--healthy {plan.healthy_cases} --size {plan.size} --seed {plan.seed}")
     name = f"phantoms: {plan.tumor_cases} with a tumor + {plan.healthy_cases} healthy, {plan.size}^3, AutoPET layout"
     if paths.raw.is_dir():  # written through a staged folder: it exists only when complete
@@ -37,7 +43,7 @@ def phantoms(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: 
 def prepare(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
     from tumorgen.data.prepare import prepare_dataset
 
-    command = f"tumorgen prepare --layout autopet --root {paths.raw} --out {paths.prep} --size {plan.size} --seed {plan.seed}"
+    command = f"tumorgen prepare --layout autopet --root {q(paths.raw)} --out {q(paths.prep)} --size {plan.size} --seed {plan.seed}"
     if (paths.prep / "dataset.json").is_file():
         say(f"prepare: reusing the PREP cache {paths.prep}")
         return StageRecord(name="prepare", seconds=0.0, reused=True, note="reusing", command=command)
@@ -51,7 +57,15 @@ def prepare(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: b
 
 def stage_config(plan: DemoPlan, *, field: str, minutes: float) -> Config:
     """The preset with the demo's seed and a wall-time budget for one stage (`vae_train` or `train`)."""
-    return apply_overrides(load_config(plan.preset), [f"{field}.seed={plan.seed}", f"{field}.max_minutes={minutes:.4f}"])
+    overrides = [f"{field}.seed={plan.seed}", f"{field}.max_minutes={minutes:.4f}"]
+    if plan.train_steps is not None:
+        overrides.append(f"{field}.steps={plan.train_steps}")
+    return apply_overrides(load_config(plan.preset), overrides)
+
+
+def _set_flags(plan: DemoPlan, field: str, minutes: float) -> str:
+    flags = f"--set {field}.seed={plan.seed} {field}.max_minutes={minutes:g}"
+    return flags + (f" --steps {plan.train_steps}" if plan.train_steps is not None else "")
 
 
 def _train(*, kind: str, field: str, run_dir: Path, budget: float, plan: DemoPlan, say, train_fn, command: str
@@ -62,7 +76,7 @@ def _train(*, kind: str, field: str, run_dir: Path, budget: float, plan: DemoPla
     if remove_incomplete_run(run_dir):
         say(f"{kind}: {run_dir} was interrupted before its first checkpoint; starting it again")
     last = run_dir / "checkpoints" / "last.pt"
-    steps = getattr(load_config(plan.preset), field).steps
+    steps = getattr(stage_config(plan, field=field, minutes=budget), field).steps
     if last.exists():
         payload = load_checkpoint(last, expected_kind="vae" if field == "vae_train" else "tumorgen")
         spent = float(payload["extra"].get("train_seconds", 0.0))
@@ -85,8 +99,8 @@ def _train(*, kind: str, field: str, run_dir: Path, budget: float, plan: DemoPla
 def train_vae_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
     from tumorgen.training.vae_stage import train_vae
 
-    command = (f"tumorgen train-vae --data {paths.prep} --out {paths.vae} --config {plan.preset} "
-               f"--set vae_train.seed={plan.seed} vae_train.max_minutes={plan.vae_minutes:g}")
+    command = (f"tumorgen train-vae --data {q(paths.prep)} --out {q(paths.vae)} --config {plan.preset} "
+               + _set_flags(plan, "vae_train", plan.vae_minutes))
 
     def train_fn(*, config: Config, resume: bool):
         return train_vae(data=paths.prep, out=paths.vae, config=config, resume=resume, progress=progress)
@@ -99,8 +113,8 @@ def train_tumorgen_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult
     from tumorgen.training.run_setup import sha256_of
     from tumorgen.training.tumorgen_stage import train_tumorgen
 
-    command = (f"tumorgen train --data {paths.prep} --vae {paths.vae} --out {paths.tumorgen} --config {plan.preset} "
-               f"--set train.seed={plan.seed} train.max_minutes={plan.train_minutes:g}")
+    command = (f"tumorgen train --data {q(paths.prep)} --vae {q(paths.vae)} --out {q(paths.tumorgen)} "
+               f"--config {plan.preset} " + _set_flags(plan, "train", plan.train_minutes))
     data_json = paths.tumorgen / "data.json"
     if data_json.is_file():
         pinned = json.loads(data_json.read_text()).get("vae_sha256")
@@ -133,7 +147,7 @@ def synthesize_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, pr
     scans = healthy_scans(paths)
     checkpoint_sha = sha256_file(paths.tumorgen / "checkpoints" / "last.pt")
     first_seed = derived_seed(plan.seed, 0)
-    command = (f"tumorgen synthesize --model {paths.tumorgen} --input {scans[0][1]} --out {paths.synthetic} "
+    command = (f"tumorgen synthesize --model {q(paths.tumorgen)} --input {q(scans[0][1])} --out {q(paths.synthetic)} "
                f"--num {plan.samples_per_case} --steps {plan.sample_steps} --seed {first_seed}   (one call per healthy scan)")
     manifest_path = paths.synthetic / MANIFEST_NAME
     if manifest_path.is_file() and _manifest_complete(json.loads(manifest_path.read_text()), scans, plan, checkpoint_sha,
