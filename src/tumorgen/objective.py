@@ -48,7 +48,9 @@ class TumorGenModels:
 
     @property
     def latent_channels(self) -> int:
-        unet = getattr(self.unet, "module", self.unet)  # see through a DDP wrapper
+        unet = self.unet
+        for wrapper_attr in ("module", "_orig_mod"):  # see through DDP and torch.compile wrappers
+            unet = getattr(unet, wrapper_attr, unet)
         return unet.out_channels - 1
 
     def trainable(self) -> nn.ModuleDict:
