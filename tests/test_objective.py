@@ -162,3 +162,18 @@ def test_refiner_crop_with_a_covering_margin_equals_the_full_volume_and_crops_ot
                               **kwargs)
     assert torch.isfinite(cropped["rec"]) and cropped["rec"].item() != full["rec"].item()
     assert torch.equal(full["rfm"], cropped["rfm"])
+
+
+def test_precomputed_latents_give_the_same_losses_as_encoding():
+    """Trainers encode each volume once (the VAE is frozen): passing those latents changes nothing."""
+    models = _tiny_models()
+    image, mask = _case(16, (8, 8, 8), 3.0)
+    scale = 1.7
+    latent = encode_mean(models.vae, image).float() * scale
+    common = dict(scale_factor=scale, alpha=0.1, run_refiner=True)
+    encoded = training_losses(models, {"image": image, "mask": mask}, generator=torch.Generator().manual_seed(3),
+                              **common)
+    cached = training_losses(models, {"image": image, "mask": mask, "latent": latent},
+                             generator=torch.Generator().manual_seed(3), **common)
+    for key in ("loss", "rfm", "coarse", "fine", "rec"):
+        assert torch.equal(encoded[key], cached[key]), key

@@ -88,7 +88,9 @@ def training_losses(
     Args:
         models: the networks (VAE frozen).
         batch: {"image": (B, 1, X, Y, Z) in [0, 1], "mask": (B, 1, X, Y, Z) in {0, 1}}; every mask must
-            hold a tumor (BA-PMG needs its box).
+            hold a tumor (BA-PMG needs its box). An optional "latent" (B, c, h, w, d), the already
+            scaled `encode_mean(vae, image) * scale_factor`, skips the encode: the VAE is frozen, so a
+            trainer can encode each volume once instead of every step.
         scale_factor: the VAE's latent scale (1 / std of the training latents).
         alpha: BA-PMG expansion factor.
         s: half range of the mask channel in the joint target.
@@ -116,8 +118,11 @@ def training_losses(
     gen_device = generator.device if generator is not None else torch.device("cpu")
     c = models.latent_channels
 
-    with torch.no_grad():  # float32 flow state even under a bf16 autocast
-        z = encode_mean(models.vae, image).float() * scale_factor  # (B, c, h, w, d)
+    if "latent" in batch:
+        z = batch["latent"].float()  # (B, c, h, w, d)
+    else:
+        with torch.no_grad():  # float32 flow state even under a bf16 autocast
+            z = encode_mean(models.vae, image).float() * scale_factor  # (B, c, h, w, d)
     m = downsample_mask(mask, models.factor)  # (B, 1, h, w, d)
     box = bapmg(m, alpha=alpha, generator=generator, ablate="no_bapmg" in ablate)
     z_box = z * (1.0 - box)
@@ -155,6 +160,7 @@ def sample_latents(
     generator: torch.Generator | None = None,
     s: float = 1.0,
     noise: torch.Tensor | None = None,
+    latents: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-2 (METHOD.md section 5): encode, then the Euler loop; no decode.
 
@@ -171,6 +177,8 @@ def sample_latents(
         s: half range of the mask channel (as in training).
         noise: x_0 `(B, c + 1, h, w, d)`, when the caller draws it (e.g. one generator per sample, so
             a sample does not depend on its batch); default: drawn from `generator`.
+        latents: the scan's posterior means `encode_mean(vae, image)` (unscaled), when already
+            computed (e.g. one sample at a time); default: encoded here.
 
     Returns:
         (z_hat (B, c, h, w, d) scaled latents, m_hat (B, 1, h, w, d) in [0, 1], latent boxes (B, 6)).
@@ -178,7 +186,7 @@ def sample_latents(
     c, f = models.latent_channels, models.factor
     device = image.device
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    z = encode_mean(models.vae, image) * scale_factor  # (B, c, h, w, d)
+    z = (encode_mean(models.vae, image) if latents is None else latents) * scale_factor  # (B, c, h, w, d)
     latent_shape = tuple(z.shape[2:])
     boxes = latent_box_from_image_box(boxes_image_grid.to(device), f)
     upper = torch.tensor(latent_shape, device=device)
