@@ -149,63 +149,6 @@ def training_losses(
     return {"loss": loss, "rfm": rfm, "coarse": coarse, "fine": fine, "rec": rec}
 
 
-@torch.no_grad()
-def sample_latents(
-    models: TumorGenModels,
-    image: torch.Tensor,
-    boxes_image_grid: torch.Tensor,
-    *,
-    scale_factor: float,
-    steps: int = 10,
-    generator: torch.Generator | None = None,
-    s: float = 1.0,
-    noise: torch.Tensor | None = None,
-    latents: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthesis steps 1-2 (METHOD.md section 5): encode, then the Euler loop; no decode.
-
-    Choice: outside the box both the latents and the mask channel follow the known path (latents of
-    the scan, mask "no tumor" = -s), so the decoded scan and the mask stay unchanged there.
-
-    Args:
-        models: the trained networks.
-        image: scans `(B, 1, X, Y, Z)` in model range, sizes divisible by the latent factor.
-        boxes_image_grid: half-open boxes `(B, 6)` in image voxels; each is covered on the latent grid.
-        scale_factor: the VAE's latent scale.
-        steps: Euler steps N.
-        generator: seeded source of the noise (unused when `noise` is given).
-        s: half range of the mask channel (as in training).
-        noise: x_0 `(B, c + 1, h, w, d)`, when the caller draws it (e.g. one generator per sample, so
-            a sample does not depend on its batch); default: drawn from `generator`.
-        latents: the scan's posterior means `encode_mean(vae, image)` (unscaled), when already
-            computed (e.g. one sample at a time); default: encoded here.
-
-    Returns:
-        (z_hat (B, c, h, w, d) scaled latents, m_hat (B, 1, h, w, d) in [0, 1], latent boxes (B, 6)).
-    """
-    c, f = models.latent_channels, models.factor
-    device = image.device
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    z = (encode_mean(models.vae, image) if latents is None else latents) * scale_factor  # (B, c, h, w, d)
-    latent_shape = tuple(z.shape[2:])
-    boxes = latent_box_from_image_box(boxes_image_grid.to(device), f)
-    upper = torch.tensor(latent_shape, device=device)
-    boxes = torch.cat([boxes[:, :3].clamp(min=0), torch.minimum(boxes[:, 3:], upper)], dim=1)
-    if ((boxes[:, 3:] - boxes[:, :3]) <= 0).any():
-        raise ValueError(f"a box is empty or outside the volume: {boxes_image_grid.tolist()}")
-    box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
-    cond = torch.cat([z * (1.0 - box), box], dim=1)  # (B, c + 1, h, w, d)
-    known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
-    if noise is None:
-        noise = torch.randn(known.shape, generator=generator, device=gen_device)
-    elif tuple(noise.shape) != tuple(known.shape):
-        raise ValueError(f"noise {tuple(noise.shape)} must have the joint state's shape {tuple(known.shape)}")
-    noise = noise.to(device, z.dtype)
-    x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
-    z_hat, m_hat = split_joint(x1, latent_channels=c, s=s)
-    return z_hat, m_hat, boxes
-
-
 def _refiner_crop(box: torch.Tensor, margin: int | None, factor: int) -> tuple[tuple, tuple]:
     """Index tuples selecting the latent crop around every box of the batch (plus `margin`) and the
     same region on the image grid; the whole volume when `margin` is None."""
@@ -236,6 +179,8 @@ def sample_latents(
     steps: int = 10,
     generator: torch.Generator | None = None,
     s: float = 1.0,
+    noise: torch.Tensor | None = None,
+    latents: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-2 (METHOD.md section 5): sampled latents and latent mask inside each box.
 
@@ -250,6 +195,10 @@ def sample_latents(
         steps: Euler steps N.
         generator: seeded source of the noise (on the image's device or the CPU).
         s: half range of the mask channel (as in training).
+        noise: x_0 `(B, c + 1, h, w, d)` drawn by the caller (e.g. one generator per sample, so that a
+            sample does not depend on its batch); default: drawn here from `generator`.
+        latents: `encode_mean(vae, image)` (unscaled) when the caller already has it (e.g. encoded
+            one sample at a time); default: encoded here.
 
     Returns:
         (z_hat (B, c, h, w, d) scaled latents (divide by `scale_factor` to decode), m_hat (B, 1, h, w, d)
@@ -258,7 +207,9 @@ def sample_latents(
     c, f = models.latent_channels, models.factor
     device = image.device
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    z = encode_mean(models.vae, image).float() * scale_factor  # (B, c, h, w, d), float32 flow state
+    if latents is None:
+        latents = encode_mean(models.vae, image)
+    z = latents.float() * scale_factor  # (B, c, h, w, d), float32 flow state
     latent_shape = tuple(z.shape[2:])
     boxes = latent_box_from_image_box(boxes_image_grid.to(device), f)
     upper = torch.tensor(latent_shape, device=device)
@@ -268,7 +219,11 @@ def sample_latents(
     box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
     cond = torch.cat([z * (1.0 - box), box], dim=1)  # (B, c + 1, h, w, d)
     known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
-    noise = torch.randn(known.shape, generator=generator, device=gen_device).to(device, z.dtype)
+    if noise is None:
+        noise = torch.randn(known.shape, generator=generator, device=gen_device)
+    elif tuple(noise.shape) != tuple(known.shape):
+        raise ValueError(f"noise {tuple(noise.shape)} must have the joint state's shape {tuple(known.shape)}")
+    noise = noise.to(device, z.dtype)
     x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
     z_hat, m_hat = split_joint(x1.float(), latent_channels=c, s=s)
     return z_hat, m_hat, boxes
