@@ -4,11 +4,19 @@
 `generate(window_image, boxes_in_window, seeds)`. This module turns a loaded run folder into that
 callable (METHOD.md section 5, steps 1-3, via `objective.sample_tumor`).
 
-Why one sample at a time: the pipeline's contract is that sample b draws all of its noise from
-seeds[b], so a sample never depends on the batch it ran in (`--batch 2` gives the same tumors as
-`--batch 1`). `sample_tumor` draws a batch's noise from a single generator, so each sample gets its own
-`torch.Generator` and its own call. The networks are tiny next to the scan I/O on a CPU; on a GPU the
-loss of batching is the price of reproducible samples across batch sizes.
+Why each sample draws its own noise: the pipeline's contract is that sample b draws all of its noise
+from seeds[b], so a sample never depends on the batch it ran in (`--batch 2` gives the same tumors as
+`--batch 1`). Each sample's noise comes from its own `torch.Generator`; the noises are stacked.
+The Euler loop then runs once for the whole batch (`batch_unet=True`, the default on CUDA, where
+batching pays) or once per sample (the default on the CPU). On the CPU a batched 3D convolution
+differs from the one-sample result in the last bits (measured: ~1e-7 on the U-Net's output), so only
+the per-sample loop keeps samples bit-identical across batch sizes; the VAE's encode and decode always
+run one sample at a time for the same reason (there the batched difference is ~1e-5).
+
+`decode="region"` decodes only the box plus a margin (`synthesis.region_decode`), which the pipeline
+reads; it is not the default because the VAE's and the refiner's GroupNorm take statistics over the
+whole volume, so the crop differs from the full decode inside the box by more than the 1e-3 tolerance
+with the current networks (the error is measured in benchmarks/README.md).
 
 Inference runs under `torch.inference_mode`; on CUDA the networks run in bfloat16 autocast (the
 outputs come back as float32), on the CPU in float32.
@@ -20,8 +28,11 @@ import contextlib
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from tumorgen.training.run_folder import LoadedRun
+
+DECODE_MODES = ("full", "region")
 
 
 def resolve_inference_device(preference: str | torch.device) -> torch.device:
@@ -43,24 +54,58 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def model_generator(run: LoadedRun, *, steps: int = 10, device: torch.device | None = None) -> Callable:
+def model_generator(
+    run: LoadedRun,
+    *,
+    steps: int = 10,
+    device: torch.device | None = None,
+    decode: str = "full",
+    margin: int | None = None,
+    batch_unet: bool | None = None,
+) -> Callable:
     """Wrap a loaded run as `generate(window_image, boxes_in_window, seeds) -> (image_hat, mask_prob)`.
 
     Args:
         run: from `training.run_folder.load_run` (its models already on `device`).
         steps: Euler steps N of the flow sampler (METHOD.md: 10).
         device: where the models are; default: the device of the U-Net's parameters.
+        decode: "full" (decode the whole window, exact) or "region" (decode the box plus `margin`
+            latent voxels; outside that region the image is the input window and the mask 0).
+        margin: latent voxels around the box for "region" (default `region_decode.DEFAULT_MARGIN`).
+        batch_unet: one batched Euler loop (True) or one per sample (False, bit-identical across
+            batch sizes); default: batched on CUDA only.
 
     Returns:
         The callable of `synthesis.pipeline`'s contract; its outputs are float32 on the CPU.
     """
-    from tumorgen.objective import sample_tumor
+    from tumorgen.models.vae import decode_with_features, encode_mean
+    from tumorgen.objective import sample_latents
+    from tumorgen.synthesis.region_decode import DEFAULT_MARGIN, decode_region, paste_region
 
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     steps = int(steps)
+    margin = DEFAULT_MARGIN if margin is None else int(margin)
     if device is None:
         device = next(run.models.unet.parameters()).device
+    models, scale = run.models, run.scale_factor
+    if batch_unet is None:
+        batch_unet = torch.device(device).type == "cuda"
+
+    def decode_one(z_hat: torch.Tensor, m_hat: torch.Tensor, window: torch.Tensor, latent_box: list[int]):
+        if decode == "full":
+            image_hat, feats = decode_with_features(models.vae, z_hat / scale)
+            if models.refiner is not None:
+                return image_hat, torch.sigmoid(models.refiner(m_hat, feats))
+            return image_hat, F.interpolate(m_hat, scale_factor=float(models.factor), mode="trilinear",
+                                            align_corners=False)
+        image_region, logits_region, slices = decode_region(models.vae, models.refiner, z_hat / scale, m_hat,
+                                                            latent_box, margin=margin)
+        image_hat = paste_region(window.to(image_region.dtype), image_region, slices)  # (1, 1, Sx, Sy, Sz)
+        mask_prob = paste_region(torch.zeros_like(image_hat), torch.sigmoid(logits_region), slices)
+        return image_hat, mask_prob
 
     def generate(window_image: torch.Tensor, boxes_in_window: torch.Tensor, seeds: list[int]):
         if window_image.shape[0] != len(seeds) or boxes_in_window.shape[0] != len(seeds):
@@ -68,12 +113,19 @@ def model_generator(run: LoadedRun, *, steps: int = 10, device: torch.device | N
                              f"{len(seeds)} seeds: one each per sample")
         images, masks = [], []
         with torch.inference_mode(), _autocast(device):
-            for b, seed in enumerate(seeds):
-                generator = torch.Generator(device=device).manual_seed(int(seed))
-                image_hat, mask_prob, _ = sample_tumor(
-                    run.models, window_image[b : b + 1].to(device), boxes_in_window[b : b + 1].to(device),
-                    scale_factor=run.scale_factor, steps=steps, generator=generator, s=run.config.flow.s,
-                )
+            windows = window_image.to(device)
+            z = torch.cat([encode_mean(models.vae, windows[b : b + 1]) for b in range(len(seeds))])  # (B, c, h, w, d)
+            joint_shape = (1, models.latent_channels + 1, *z.shape[2:])
+            noise = torch.cat([torch.randn(joint_shape, generator=torch.Generator(device=device).manual_seed(int(s)),
+                                           device=device) for s in seeds])  # (B, c + 1, h, w, d)
+            groups = [slice(0, len(seeds))] if batch_unet else [slice(b, b + 1) for b in range(len(seeds))]
+            sampled = [sample_latents(models, windows[g], boxes_in_window[g].to(device), scale_factor=scale,
+                                      steps=steps, noise=noise[g], latents=z[g], s=run.config.flow.s)
+                       for g in groups]
+            z_hat, m_hat, latent_boxes = (torch.cat(parts) for parts in zip(*sampled))  # (B, ...) each
+            for b in range(len(seeds)):
+                image_hat, mask_prob = decode_one(z_hat[b : b + 1], m_hat[b : b + 1], windows[b : b + 1],
+                                                  latent_boxes[b].tolist())
                 images.append(image_hat.float().clamp(0.0, 1.0).cpu())  # (1, 1, Sx, Sy, Sz)
                 masks.append(mask_prob.float().clamp(0.0, 1.0).cpu())  # (1, 1, Sx, Sy, Sz)
         return torch.cat(images), torch.cat(masks)  # (B, 1, Sx, Sy, Sz) each

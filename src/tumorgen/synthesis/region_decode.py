@@ -12,8 +12,9 @@ Why a margin, and why the result is close but not bit-equal to the full decode:
 - both networks use GroupNorm, whose mean and variance are taken over the whole decoded volume: on a
   crop they are taken over the crop, which is not a local effect. Its size depends on how different
   the crop's statistics are from the volume's, so it shrinks as the margin grows but is not zero
-  until the crop is the whole grid. `benchmarks/speed.py --region-error` measures the error per
-  margin; `DEFAULT_MARGIN` is the margin chosen from that measurement (see benchmarks/README.md).
+  until the crop is the whole grid. `reference_statistics` gives the decode the statistics of a
+  reference (the scan's own latents), which brings the error down but not to zero; see
+  benchmarks/README.md for the measured errors.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from torch import nn
 
 from tumorgen.models.vae import decode_with_features, latent_factor
 
-# Latent voxels decoded around the box on every side. Measured on the phantom preset (untrained and
-# debug-trained weights, benchmarks/README.md): 4 keeps the box's decoded image within ~1e-3 of the
-# image range of the full decode while decoding (box + 8)^3 instead of the whole latent grid.
-DEFAULT_MARGIN = 4
+# Latent voxels decoded around the box on every side: the receptive field of the 3-level AutoencoderKL
+# decoder plus the refiner. Measured (tests/test_region_decode.py, benchmarks/README.md): with the
+# whole volume's GroupNorm statistics the box's image differs from the full decode by 0.27 of the
+# image range at margin 1, 0.026 at 4 and 5e-7 at 7.
+DEFAULT_MARGIN = 7
 
 
 GroupNormStats = dict  # {GroupNorm module: (mean (B, G), var (B, G))}, from `reference_statistics`
