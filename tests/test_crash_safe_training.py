@@ -134,3 +134,4 @@ def test_train_killed_and_resumed_ends_with_the_uninterrupted_weights(reference,
     assert any(h.startswith("mid-write") for h in hits) and any(h.startswith("mid-step") for h in hits), hits
     _assert_same_weights(run / "checkpoints" / "last.pt", reference / "run" / "checkpoints" / "last.pt")
     _assert_metrics_once_per_step(run)
+    assert _temporaries(run / "checkpoints") == [], "a resume clears the temporary files that kills left"

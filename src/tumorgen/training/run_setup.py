@@ -56,6 +56,9 @@ def claim_run_dir(out: Path, *, resume: bool, is_main: bool) -> Path:
     if resume:
         if not last.exists():
             raise fail_on(out, "has no checkpoints/last.pt to resume from")
+        if is_main:  # a kill during a checkpoint write leaves its temporary file (io.atomic names them .<name>.*.tmp*)
+            for stale in (out / "checkpoints").glob(".*.tmp*"):
+                stale.unlink(missing_ok=True)
         return out
     if not is_main:  # rank 0 checks and creates the folder; the others wait at a barrier
         return out
