@@ -62,7 +62,7 @@ class Bench:
         device: torch device.
     """
 
-    def __init__(self, *, preset: str, size: int, device):
+    def __init__(self, *, preset: str, size: int, device, margin: int):
         import torch
 
         from tumorgen.baselines.stage import build_baseline_unet, schedule_from_config
@@ -82,9 +82,14 @@ class Bench:
                                      refiner=flow["refiner"].to(device).eval())
         self.denoiser = build_baseline_unet(self.cfg, "difftumor").to(device).eval()
         self.schedule = schedule_from_config(self.cfg.diffusion)
-        self.size, self.scale = size, 1.0
-        gen = torch.Generator().manual_seed(0)
-        self.scan = torch.rand((1, 1, size, size, size), generator=gen)  # (1, 1, X, Y, Z)
+        self.size, self.scale, self.margin = size, 1.0, margin
+        import numpy as np
+
+        from tumorgen.data.phantom import make_phantom
+
+        phantom = make_phantom(region="torso", size=(size,) * 3, with_tumor=False, rng=np.random.default_rng(0))
+        suv = np.clip(phantom.suv / 10.0, 0.0, 1.0).astype(np.float32)  # model range, suv_max = 10
+        self.scan = torch.from_numpy(suv)[None, None]  # (1, 1, X, Y, Z)
         lo, hi = 3 * size // 8, 5 * size // 8  # a box of a quarter of the edge, as a typical tumor box
         lo, hi = lo // 4 * 4, -(-hi // 4) * 4
         self.box = torch.tensor([[lo, lo, lo, hi, hi, hi]], dtype=torch.int64)  # (1, 6) image voxels
@@ -110,7 +115,9 @@ class Bench:
             else:
                 z_hat, m_hat, lat = sample_latents(self.models, image, boxes, scale_factor=self.scale, steps=steps,
                                                    generator=gen)
-                decode_region(self.models.vae, self.models.refiner, z_hat / self.scale, m_hat, lat[0].tolist())
+                for b in range(z_hat.shape[0]):  # one sample at a time, as model_generator decodes
+                    decode_region(self.models.vae, self.models.refiner, z_hat[b : b + 1] / self.scale,
+                                  m_hat[b : b + 1], lat[b].tolist(), margin=self.margin)
         else:
             from tumorgen.baselines.difftumor import latent_mask, sample_difftumor
             from tumorgen.bbox import box_indicator
@@ -131,7 +138,9 @@ class Bench:
         torch = self.torch
         from tumorgen.bbox import box_indicator, latent_box_from_image_box
         from tumorgen.models.vae import decode_with_features, encode_mean
-        from tumorgen.synthesis.region_decode import decode_region
+        import numpy as np
+
+        from tumorgen.synthesis.region_decode import decode_region, reference_statistics
 
         image, boxes = self.batch(1)
         out = {}
@@ -143,11 +152,30 @@ class Bench:
         t = torch.zeros(1, device=self.device)
         one = self._timed(out, "unet_step", lambda: self.models.unet(x_in, t))
         out[f"unet_{steps}_steps"] = out["unet_step"] * steps
-        m_hat = one[:, c:].clamp(0, 1)
-        _, feats = self._timed(out, "decode", lambda: decode_with_features(self.models.vae, z))
-        self._timed(out, "refiner", lambda: self.models.refiner(m_hat, feats))
-        self._timed(out, "region_decode_and_refiner",
-                    lambda: decode_region(self.models.vae, self.models.refiner, z, m_hat, lat[0].tolist()))
+        inside = (slice(None), slice(None), *(slice(int(lat[0, i]), int(lat[0, i + 3])) for i in range(3)))
+        z_hat = z.clone()
+        z_hat[inside] = z.flip(2)[inside]  # a new content in the box, of the scan's own distribution
+        m_hat = torch.zeros_like(box)
+        m_hat[inside] = one[:, c:][inside].sigmoid()  # (1, 1, h, w, d), a mask inside the box only
+        full, feats = self._timed(out, "decode", lambda: decode_with_features(self.models.vae, z_hat))
+        logits = self._timed(out, "refiner", lambda: self.models.refiner(m_hat, feats))
+        region = self._timed(out, "region_decode_and_refiner", lambda: decode_region(
+            self.models.vae, self.models.refiner, z_hat, m_hat, lat[0].tolist(), margin=self.margin))
+        stats = self._timed(out, "reference_statistics", lambda: reference_statistics(
+            self.models.vae, self.models.refiner, z, torch.zeros_like(m_hat)))
+        with_stats = decode_region(self.models.vae, self.models.refiner, z_hat, m_hat, lat[0].tolist(),
+                                   margin=self.margin, stats=stats)
+        box_img = tuple(slice(int(lat[0, i]) * f, int(lat[0, i + 3]) * f) for i in range(3))
+        value_range = float(full.max() - full.min())
+        for name, (image, region_logits, slices) in (("crop_stats", region), ("scan_stats", with_stats)):
+            inner = (slice(None), slice(None), *(slice(b.start - r.start, b.stop - r.start)
+                                                 for b, r in zip(box_img, slices)))
+            full_inner = (slice(None), slice(None), *box_img)
+            out[f"region_image_error_{name}"] = float((image[inner] - full[full_inner]).abs().max()) / value_range
+            out[f"region_mask_error_{name}"] = float(
+                (region_logits[inner].sigmoid() - logits[full_inner].sigmoid()).abs().max())
+        out["region_fraction"] = float(np.prod([s.stop - s.start for s in region[2]]) / np.prod(full.shape[2:]))
+        out["margin"] = self.margin
         out["floor"] = out["unet_step"] + out["decode"]
         return out
 
@@ -168,7 +196,7 @@ def worker(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     with torch.inference_mode():
-        bench = Bench(preset=spec["preset"], size=spec["size"], device=device)
+        bench = Bench(preset=spec["preset"], size=spec["size"], device=device, margin=spec["margin"])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         rss_before = _peak_rss_mb()
@@ -205,7 +233,8 @@ def run_configuration(spec: dict, *, timeout: float) -> dict:
 
 
 def benchmark_device(args, device: str) -> dict:
-    base = dict(preset=args.preset, size=args.size, device=device, threads=args.threads, repeats=args.repeats)
+    base = dict(preset=args.preset, size=args.size, device=device, threads=args.threads, repeats=args.repeats,
+                margin=args.margin)
     results = {}
 
     def measure(spec: dict, *, timeout: float) -> dict:
@@ -241,11 +270,16 @@ def format_table(device: str, results: dict) -> str:
     p = results["parts"]
     lines.append("")
     lines.append("breakdown of one batch-1 RFM-10 sample (s): " + ", ".join(
-        f"{k} {p[k]:.3f}" for k in ("encode", "unet_step", "unet_10_steps", "decode", "refiner",
-                                    "region_decode_and_refiner", "floor")))
-    lines.append(f"floor (one U-Net forward + one decode): {p['floor']:.3f} s; "
-                 f"full decode + refiner / region decode + refiner: "
-                 f"{(p['decode'] + p['refiner']) / p['region_decode_and_refiner']:.2f}x")
+        f"{k} {p[k]:.3f}" for k in ("encode", "unet_step", "unet_10_steps", "decode", "refiner")))
+    lines.append(f"floor (one U-Net forward + one decode): {p['floor']:.3f} s")
+    lines.append(f"region decode (margin {p['margin']} latent voxels, {100 * p['region_fraction']:.0f}% of the "
+                 f"volume): decode + refiner {p['decode'] + p['refiner']:.3f} s -> "
+                 f"{p['region_decode_and_refiner']:.3f} s "
+                 f"({(p['decode'] + p['refiner']) / p['region_decode_and_refiner']:.2f}x); max error inside the box: "
+                 f"image {p['region_image_error_crop_stats']:.1e} of the range, mask prob "
+                 f"{p['region_mask_error_crop_stats']:.1e} (crop statistics), image "
+                 f"{p['region_image_error_scan_stats']:.1e}, mask {p['region_mask_error_scan_stats']:.1e} "
+                 f"(scan statistics, one extra full pass of {p['reference_statistics']:.3f} s per window)")
     return "\n".join(lines)
 
 
@@ -258,6 +292,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median)")
     parser.add_argument("--batches", default="1,2,4,8", help="batch sizes to try")
     parser.add_argument("--methods", default=",".join(METHODS), help="methods to time")
+    parser.add_argument("--margin", type=int, default=None,
+                        help="region decode margin in latent voxels (default: region_decode.DEFAULT_MARGIN)")
     parser.add_argument("--threads", type=int, default=available_threads(), help="torch threads")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per configuration")
     parser.add_argument("--in-process", action="store_true",
@@ -266,7 +302,10 @@ def parse_args(argv=None):
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is None:
+        from tumorgen.synthesis.region_decode import DEFAULT_MARGIN
+
         args.size = args.size or DEFAULT_SIZES.get(args.preset, 64)
+        args.margin = DEFAULT_MARGIN if args.margin is None else args.margin
         args.batches = [int(b) for b in args.batches.split(",")]
         args.methods = [m for m in args.methods.split(",") if m]
         unknown = [m for m in args.methods if m not in METHODS]

@@ -79,8 +79,9 @@ def test_a_crop_that_is_the_whole_grid_equals_the_full_decode(tiny):
 def test_region_decode_matches_the_full_decode_inside_the_box(tiny):
     """Measured on this fixture (image error inside the box / image range): with the sample's own
     whole-volume GroupNorm statistics, 0.27 at margin 1, 0.026 at 4, 5e-7 at 7 (the receptive field is
-    covered); with the statistics of the scan without the tumour (what synthesis can compute without
-    decoding the sample in full), 7e-3 at margin 7: close, not equal, hence not the default."""
+    covered); with the statistics of the scan without the tumour (what synthesis can compute once per
+    window instead of decoding every sample in full), 6e-3 at margin 7: close, not equal, hence not the
+    default."""
     vae, refiner, z, z_hat, m_hat, box = tiny
     with torch.inference_mode():
         full, feats = decode_with_features(vae, z_hat)
@@ -97,7 +98,7 @@ def test_region_decode_matches_the_full_decode_inside_the_box(tiny):
         scan_error = _box_error(image, full, slices, box) / value_range
     assert errors[7] < errors[1], errors  # a larger margin sees more of the receptive field
     assert errors[7] < 1e-3, errors  # with the volume's statistics the margin alone is enough
-    assert scan_error < 0.1, scan_error  # the scan's statistics (what synthesis can afford): close
+    assert scan_error < 0.02, scan_error  # the scan's statistics (what synthesis can afford): close
 
 
 def test_without_a_refiner_the_mask_is_the_upsampled_coarse_mask(tiny):
@@ -127,9 +128,11 @@ def test_model_generator_region_and_full_decode_and_batch_independence(trained_d
     batched = model_generator(run, steps=2, batch_unet=True)  # one Euler loop: equal up to float rounding
     image_bt, mask_bt = batched(windows, boxes, [11, 12])
     assert torch.allclose(image_bt, image_b2, atol=1e-4) and torch.allclose(mask_bt, mask_b2, atol=1e-4)
-    region = model_generator(run, steps=2, decode="region", margin=4)  # 16^3 window = 4^3 latents: whole grid
+    # a 16^3 window is 4^3 latents: margin 4 decodes the whole grid, equal up to float rounding (the
+    # statistics are then summed in float64 rather than by torch.group_norm)
+    region = model_generator(run, steps=2, decode="region", margin=4)
     image_r, mask_r = region(windows, boxes, [11, 12])
-    assert torch.allclose(image_r, image_b2, atol=1e-6) and torch.allclose(mask_r, mask_b2, atol=1e-6)
+    assert torch.allclose(image_r, image_b2, atol=1e-4) and torch.allclose(mask_r, mask_b2, atol=1e-4)
     narrow = model_generator(run, steps=2, decode="region", margin=0)
     image_n, _ = narrow(windows[:1], boxes[:1], [11])
     inside = (slice(None), slice(None), slice(4, 12), slice(4, 12), slice(4, 12))
