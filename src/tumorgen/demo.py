@@ -63,7 +63,7 @@ class DemoPlan:
     seed: int
 
 
-def plan_demo(*, minutes: float = 12.0, fast: bool = False, seed: int = 0) -> DemoPlan:
+def plan_demo(*, minutes: float = 11.0, fast: bool = False, seed: int = 0) -> DemoPlan:
     """The default demo (phantom preset, 64^3) or the --fast one (debug preset, 32^3, seconds).
 
     Args:
@@ -138,7 +138,7 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def run_demo(*, out: str | Path = "demo_out", minutes: float = 12.0, fast: bool = False, seed: int = 0,
+def run_demo(*, out: str | Path = "demo_out", minutes: float = 11.0, fast: bool = False, seed: int = 0,
              progress: bool = True, say: Callable[[str], None] | None = None) -> DemoResult:
     """Run (or continue) the demo in `out` and write its montage and report.
 

@@ -177,6 +177,7 @@ def measure_quality(*, plan, paths, say) -> dict:
         mask_in_box = np.zeros(s["mask"].shape, dtype=bool)
         mask_in_box[_box_slices(s["box"])] = True
         row["mask_outside_box"] = int(((s["mask"] > 0) & ~mask_in_box).sum())
+        row["box_fill"] = float((s["mask"] > 0)[mask_in_box].mean())  # real tumors fill part of their box
         synth_rows.append(row)
     keys = ("tumor_volume_ml", "suv_mean", "suv_max", "components")
     quality["real"] = {"n": len(real_rows), **summarize(real_rows, keys)}

@@ -87,13 +87,16 @@ def _tumor_section(q: dict) -> list[str]:
               "Mean ± sd over tumors (empty masks left out of the SUV columns); a real phantom tumor is one component.",
               "", f"Noise grain inside the box vs a shell around it (relative residual sd, ratio 1 = seamless): "
               f"{_mean_sd(ratio)} over {ratio.get('n', 0)} samples.", "",
-              "| sample | volume (mL) | SUV mean | SUV max | components | noise in/out | mask voxels outside box |",
-              "|---|---|---|---|---|---|---|"]
+              "A `-` noise ratio: fewer than 32 smooth tissue voxels left in the box outside the mask (a mask that "
+              "fills its box, as an undertrained model's does).", "",
+              "| sample | volume (mL) | SUV mean | SUV max | components | mask fills box | noise in/out | "
+              "mask voxels outside box |", "|---|---|---|---|---|---|---|---|"]
     from tumorgen.demo_montage import short_name
 
     for s in synth.get("samples", []):
         lines.append(f"| {short_name(s['case'])} #{s['k']} | {_fmt(s['tumor_volume_ml'], '.2f')} | "
                      f"{_fmt(s['suv_mean'], '.2f')} | {_fmt(s['suv_max'], '.2f')} | {s['components']} | "
+                     f"{_fmt(100 * s['box_fill'], '.0f')}% | "
                      f"{_fmt(s['noise_ratio'], '.2f')} | {s['mask_outside_box']} |")
     return lines + [""]
 

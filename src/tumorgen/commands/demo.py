@@ -7,7 +7,7 @@ beside synthetic ones) and report.md (the commands that ran, how long each took,
 numbers). Running it again reuses what is complete and continues training with the time left.
 
 Examples:
-  tumorgen demo                       # about 12 minutes on 2 CPU cores, into demo_out/
+  tumorgen demo                       # about 11 minutes plus set-up on 2 CPU cores, into demo_out/
   tumorgen demo --minutes 30          # continue the same demo with more training time
   tumorgen demo --fast --out /tmp/d   # 1-2 minutes, debug-size models: checks that everything runs
 """
@@ -19,8 +19,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="the demo folder (default demo_out)")
-    parser.add_argument("--minutes", type=float, default=12.0,
-                        help="the whole budget in minutes; training gets all but ~2 (default 12)")
+    parser.add_argument("--minutes", type=float, default=11.0,
+                        help="the whole budget in minutes; training gets all but ~2 (default 11)")
     parser.add_argument("--fast", action="store_true", help="a 1-2 minute variant at the debug preset (CI checks)")
     parser.add_argument("--seed", type=int, default=0, help="seeds phantoms, split, training, synthesis (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
