@@ -112,3 +112,55 @@ def test_noise_ratio_is_one_for_continuous_grain_and_low_for_a_smooth_box():
 def test_summarize_skips_missing_values():
     rows = [{"v": 1.0}, {"v": None}, {"v": 3.0}]
     assert summarize(rows, ["v"]) == {"v": {"mean": 2.0, "sd": 1.0, "n": 2}}
+
+
+def _fake_run(run_dir, *, step: int, seconds: float):
+    import torch
+
+    from tumorgen.training.checkpoint import save_checkpoint
+
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", kind="vae", step=step, config={},
+                    model=torch.nn.Linear(1, 1), extra={"train_seconds": seconds, "stopped_by_time": True})
+
+
+@pytest.mark.parametrize("spent_seconds, expect", [(60.0, "resume"), (200.0, "reuse")])
+def test_training_stage_resumes_with_the_time_left_or_is_reused(tmp_path, spent_seconds, expect):
+    from types import SimpleNamespace
+
+    from tumorgen.demo_stages import _train
+
+    plan = plan_demo(minutes=12.0)
+    run_dir = tmp_path / "vae"
+    _fake_run(run_dir, step=10, seconds=spent_seconds)
+    calls = []
+
+    def train_fn(*, config, resume):
+        calls.append((config.vae_train.max_minutes, resume))
+        return SimpleNamespace(step=20, stopped_by_time=True, last_losses={"loss": 0.5})
+
+    record = _train(kind="train VAE", field="vae_train", run_dir=run_dir, budget=3.0, plan=plan, say=lambda _: None,
+                    train_fn=train_fn, command="")
+    if expect == "reuse":  # 200 s spent of a 180 s budget
+        assert record.reused and calls == []
+    else:  # 60 s spent: 2 of the 3 minutes are left
+        assert not record.reused and calls == [(pytest.approx(2.0, abs=1e-3), True)]
+
+
+def test_training_stage_restarts_a_run_interrupted_before_its_first_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from tumorgen.demo_stages import _train
+
+    run_dir = tmp_path / "vae"
+    (run_dir / "checkpoints").mkdir(parents=True)  # claimed, then killed: no last.pt
+    calls = []
+
+    def train_fn(*, config, resume):
+        calls.append(resume)
+        assert not run_dir.exists(), "the half-made folder must be gone before a fresh start"
+        return SimpleNamespace(step=5, stopped_by_time=False, last_losses={"loss": 0.5})
+
+    _train(kind="train VAE", field="vae_train", run_dir=run_dir, budget=3.0, plan=plan_demo(minutes=12.0),
+           say=lambda _: None, train_fn=train_fn, command="")
+    assert calls == [False]
