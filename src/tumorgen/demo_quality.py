@@ -186,7 +186,7 @@ def measure_quality(*, plan, paths, say) -> dict:
     if plan.fid:
         usable = [(s["image"], s["mask"]) for s in synthetic if s["mask"].any()]
         if len(usable) >= 2:
-            say("      FID/KID: Inception features of tumor-center slices (real vs synthetic, real vs real)")
+            say("FID/KID: Inception features of tumor-center slices (real vs synthetic, real vs real)")
             quality["fid"] = fid_with_floor([(r["image"], r["mask"]) for r in real], usable,
                                             suv_max=dataset.suv_max, seed=plan.seed)
         else:
