@@ -190,7 +190,7 @@ Training budget: {info['minutes_per_model']:g} wall minutes per model (config `{
 {render_markdown(TABLE2_COLUMNS, table2)}
 ## Table 3: samplers and speed
 {render_markdown(TABLE3_COLUMNS, table3)}
-See `reading.md` beside this file for what these numbers do and do not show.
+See `reading.md` beside this file (written by hand) for what these numbers do and do not show.
 """
 
 
