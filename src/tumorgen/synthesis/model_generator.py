@@ -2,15 +2,16 @@
 
 `synthesis.pipeline` knows nothing about networks: it hands windows, boxes and one seed per sample to
 `generate(window_image, boxes_in_window, seeds)`. This module turns a loaded run folder into that
-callable (METHOD.md section 5, steps 1-3, via `objective.sample_tumor`).
+callable (METHOD.md section 5, steps 1-3: `objective.sample_latents`, then the decode and the refiner).
 
 Why each sample draws its own noise: the pipeline's contract is that sample b draws all of its noise
 from seeds[b], so a sample never depends on the batch it ran in (`--batch 2` gives the same tumors as
 `--batch 1`). Each sample's noise comes from its own `torch.Generator`; the noises are stacked.
-The Euler loop then runs once for the whole batch (`batch_unet=True`, the default on CUDA, where
-batching pays) or once per sample (the default on the CPU). On the CPU a batched 3D convolution
-differs from the one-sample result in the last bits (measured: ~1e-7 on the U-Net's output), so only
-the per-sample loop keeps samples bit-identical across batch sizes; the VAE's encode and decode always
+The Euler loop then runs once for the whole batch (`batch_unet=True`, the default on CUDA) or once
+per sample (the default on the CPU). On the CPU a batched 3D convolution differs from the one-sample
+result in the last bits (measured: ~1e-7 on the U-Net's output), so only the per-sample loop keeps
+samples bit-identical across batch sizes, although batching makes a U-Net step ~3x cheaper per sample
+there (benchmarks/README.md); the VAE's encode and decode always
 run one sample at a time for the same reason (there the batched difference is ~1e-5).
 
 `decode="region"` decodes only the box plus a margin (`synthesis.region_decode`), the part the pipeline
