@@ -177,3 +177,18 @@ def test_precomputed_latents_give_the_same_losses_as_encoding():
                              generator=torch.Generator().manual_seed(3), **common)
     for key in ("loss", "rfm", "coarse", "fine", "rec"):
         assert torch.equal(encoded[key], cached[key]), key
+
+
+def test_refiner_crops_follow_each_sample_and_hold_its_box():
+    from tumorgen.objective import _refiner_crops
+
+    box = torch.zeros(2, 1, 8, 8, 8)
+    box[0, :, 0:2, 0:3, 1:3] = 1  # near one corner
+    box[1, :, 5:8, 6:8, 4:6] = 1  # near the other
+    crop_latent, crop_image = _refiner_crops(box, 1, 4)
+    cut = crop_latent(box)
+    assert cut.shape == (2, 1, 5, 5, 4)  # the largest box extent + 2 x margin, per axis
+    assert torch.equal(cut.sum(dim=(1, 2, 3, 4)), box.sum(dim=(1, 2, 3, 4)))  # every box voxel kept
+    image = torch.arange(2 * 32**3, dtype=torch.float32).reshape(2, 1, 32, 32, 32)
+    assert crop_image(image).shape == (2, 1, 20, 20, 16)
+    assert crop_image(image)[1, 0, 0, 0, 0] == image[1, 0, 12, 12, 12]  # sample 1's crop starts at latent (3, 3, 3)

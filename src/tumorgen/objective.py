@@ -140,33 +140,47 @@ def training_losses(
     fine = fine_loss(z_hat, z, m_hat) if "no_fine" not in ablate else zero
     rec = zero
     if run_refiner and "no_vmr" not in ablate and models.refiner is not None:
-        lat, img = _refiner_crop(box, refiner_margin, models.factor)
+        crop_latent, crop_image = _refiner_crops(box, refiner_margin, models.factor)
         with torch.no_grad():
-            _, feats = decode_with_features(models.vae, z_hat.detach()[lat] / scale_factor)
-        logits = models.refiner(m_hat.detach()[lat], feats)  # (B, 1, X', Y', Z')
-        rec = refiner_loss(logits, mask[img])
+            _, feats = decode_with_features(models.vae, crop_latent(z_hat.detach()) / scale_factor)
+        logits = models.refiner(crop_latent(m_hat.detach()), feats)  # (B, 1, X', Y', Z')
+        rec = refiner_loss(logits, crop_image(mask))
     loss = rfm + lam["coarse"] * coarse + lam["fine"] * fine + lam["rec"] * rec
     return {"loss": loss, "rfm": rfm, "coarse": coarse, "fine": fine, "rec": rec}
 
 
-def _refiner_crop(box: torch.Tensor, margin: int | None, factor: int) -> tuple[tuple, tuple]:
-    """Index tuples selecting the latent crop around every box of the batch (plus `margin`) and the
-    same region on the image grid; the whole volume when `margin` is None."""
-    everything = (slice(None), slice(None))
+def _refiner_crops(box: torch.Tensor, margin: int | None, factor: int):
+    """Two functions cutting, from each sample, the crop around its own box (plus `margin` latent
+    voxels) on the latent grid and the same region on the image grid; identity when `margin` is None.
+
+    Every sample's crop has the same size (the largest box of the batch plus the margins, clipped to
+    the volume) so the crops stack into one batch; each is centered on its own box and shifted to stay
+    inside the volume. Per-sample crops keep the decode small even when the batch's tumors lie far apart.
+    """
     if margin is None:
-        return everything, everything
+        return (lambda x: x), (lambda x: x)
     if margin < 0:
         raise ValueError(f"refiner_margin must be >= 0, got {margin}")
-    occupied = box.sum(dim=(0, 1)) > 0  # (h, w, d)
-    lat, img = list(everything), list(everything)
-    for axis, size in enumerate(occupied.shape):
+    shape = box.shape[2:]  # (h, w, d)
+    starts, lengths = [], []
+    for axis, size in enumerate(shape):
         other = tuple(a for a in range(3) if a != axis)
-        idx = torch.nonzero(occupied.any(dim=other)).flatten()
-        lo = max(int(idx.min()) - margin, 0)
-        hi = min(int(idx.max()) + 1 + margin, size)
-        lat.append(slice(lo, hi))
-        img.append(slice(lo * factor, hi * factor))
-    return tuple(lat), tuple(img)
+        occupied = box[:, 0].sum(dim=tuple(o + 1 for o in other)) > 0  # (B, size)
+        lo = torch.stack([torch.nonzero(row).min() for row in occupied])  # (B,)
+        hi = torch.stack([torch.nonzero(row).max() + 1 for row in occupied])  # (B,)
+        length = min(int((hi - lo).max()) + 2 * margin, size)
+        start = ((lo + hi - length) // 2).clamp(0, size - length)  # centered on each box, kept inside
+        starts.append([int(v) for v in start])
+        lengths.append(length)
+
+    def cut(x: torch.Tensor, scale: int) -> torch.Tensor:
+        crops = []
+        for b in range(x.shape[0]):
+            index = tuple(slice(starts[a][b] * scale, (starts[a][b] + lengths[a]) * scale) for a in range(3))
+            crops.append(x[(b, slice(None), *index)])  # (C, X', Y', Z')
+        return torch.stack(crops)  # (B, C, X', Y', Z')
+
+    return (lambda x: cut(x, 1)), (lambda x: cut(x, factor))
 
 
 @torch.no_grad()
