@@ -26,7 +26,7 @@ from tumorgen.config import apply_overrides, load_config
 from tumorgen.training.checkpoint import load_checkpoint
 from tumorgen.training.loop import read_metrics
 
-STEPS = 6
+STEPS = 8  # enough that every kill leaves steps to run, even on a fast machine
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # same float reduction order in every process
 
 
@@ -64,8 +64,13 @@ def _run_with_kills(argv_fresh: list[str], argv_resume: list[str], run: Path, *,
         if mode == "mid-write":  # fire as soon as a checkpoint's temporary file shows up
             while not _temporaries(ckpt_dir) and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.0005)
-        else:
-            time.sleep(rng.uniform(0.0, 1.5))
+        else:  # fire early in a step: just after this process wrote its next checkpoint (a random
+            # wall-clock delay instead let a fast machine finish the run before the kill)
+            seen = (ckpt_dir / "last.pt").stat().st_mtime_ns
+            while (ckpt_dir / "last.pt").stat().st_mtime_ns == seen and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0.0, 0.02))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode != 0, f"attempt {attempt} finished before its kill; make the run longer"
