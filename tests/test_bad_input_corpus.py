@@ -207,6 +207,63 @@ def test_augment_refuses_an_empty_folder(trained_debug_run, tmp_path, capsys):
     scene.check_refused(capsys, "augment", scene.inputs, r"empty")
 
 
+# --------------------------------------------------------------------------------------- evaluate
+
+@pytest.fixture(scope="module")
+def generated_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny PREP and a SynTumor set generated into its test split (no model needed), made once."""
+    from conftest import write_tiny_prep
+
+    root = tmp_path_factory.mktemp("evaluate_corpus")
+    prep = write_tiny_prep(root / "prep", size=16, n_cases=6)
+    assert main(["generate-set", "--method", "syntumor", "--data", str(prep), "--split", "train",
+                 "--out", str(root / "generated"), "--no-progress"]) == 0
+    return prep, root / "generated"
+
+
+def evaluate_scene(tmp_path: Path, pair: tuple[Path, Path]) -> tuple[Scene, Path, list[dict]]:
+    import shutil
+
+    scene = Scene(tmp_path)
+    prep, generated = (shutil.copytree(p, scene.inputs / p.name) for p in pair)
+    samples = json.loads((generated / "generated.json").read_text())["samples"]
+    scene.argv = ["evaluate", "--real", str(prep), "--generated", str(generated), "--out", str(scene.out),
+                  "--features", "pixels"]
+    return scene, generated, samples
+
+
+def break_on_its_grid(defects: dict, defect: str, path: Path) -> tuple[Path, str]:
+    """Like break_file, on the grid of the file it replaces (the generated sets' grid is the PREP's)."""
+    grid = load_volume(path.parent / path.name.replace("_mask.", "_image."))
+    writer, why = defects[defect]
+    path.unlink()
+    writer(path, shape=grid.array.shape, affine=grid.affine)
+    return path, why
+
+
+@pytest.mark.parametrize("defect", sorted(IMAGE_DEFECTS))
+def test_evaluate_refuses_a_broken_generated_image(defect, generated_pair, tmp_path, capsys):
+    scene, generated, samples = evaluate_scene(tmp_path, generated_pair)
+    bad, why = break_on_its_grid(IMAGE_DEFECTS, defect, generated / samples[0]["image"])
+    scene.snapshot()
+    scene.check_refused(capsys, "evaluate", bad, why)
+
+
+@pytest.mark.parametrize("defect", sorted(MASK_DEFECTS))
+def test_evaluate_refuses_a_broken_generated_mask(defect, generated_pair, tmp_path, capsys):
+    scene, generated, samples = evaluate_scene(tmp_path, generated_pair)
+    bad, why = break_on_its_grid(MASK_DEFECTS, defect, generated / samples[0]["mask"])
+    scene.snapshot()
+    scene.check_refused(capsys, "evaluate", bad, why)
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_generated_set(generated_pair, tmp_path, capsys):
+    scene, generated, _ = evaluate_scene(tmp_path, generated_pair)
+    (generated / "generated.json").unlink()
+    scene.snapshot()
+    scene.check_refused(capsys, "evaluate", generated, r"generated")
+
+
 # ------------------------------------------------------------- a huge header, in a fresh process
 
 _MEASURE = """
