@@ -1,8 +1,9 @@
 """TumorGen's training objective (eq. 7) and its sampler, on top of the pure pieces.
 
 One function computes every loss term of ../shared/METHOD.md sections 1-4 for a batch, with each term
-switchable for the paper's ablations; another runs synthesis steps 1-3 of section 5. The training loop
-only calls `training_losses`, the synthesis API only `sample_tumor`.
+switchable for the paper's ablations; `sample_latents` runs synthesis steps 1-2 of section 5 and
+`sample_tumor` adds step 3 (decode and refine). The training loop only calls `training_losses`; the
+synthesis API (`synthesis.model_generator`) calls `sample_latents` and decodes per sample itself.
 """
 
 from __future__ import annotations
