@@ -142,6 +142,28 @@ def test_model_generator_region_and_full_decode_and_batch_independence(trained_d
         model_generator(run, decode="crop")
 
 
+def test_a_run_trained_on_refiner_crops_refines_the_same_crop_at_synthesis(trained_debug_run):
+    """flow.refiner_margin: the refiner sees at synthesis the per-sample crop it was trained on."""
+    import dataclasses
+
+    from tumorgen.bbox import box_indicator
+    from tumorgen.objective import refiner_crop_slices, scale_slices
+    from tumorgen.synthesis.model_generator import model_generator
+    from tumorgen.training.run_folder import load_run
+
+    run = load_run(trained_debug_run, device="cpu")
+    run = dataclasses.replace(run, config=dataclasses.replace(
+        run.config, flow=dataclasses.replace(run.config.flow, refiner_margin=0)))
+    window = torch.rand((1, 1, 16, 16, 16), generator=torch.Generator().manual_seed(4))
+    box = torch.tensor([[4, 4, 4, 8, 12, 8]])
+    _, mask = model_generator(run, steps=2)(window, box, [5])
+    crop = refiner_crop_slices(box_indicator(torch.tensor([[1, 1, 1, 2, 3, 2]]), (4, 4, 4)), 0)[0]
+    outside = torch.ones_like(mask, dtype=torch.bool)
+    outside[(slice(None), slice(None), *scale_slices(crop, 4))] = False
+    assert crop == (slice(1, 2), slice(1, 3), slice(1, 2))
+    assert torch.all(mask[outside] == 0) and torch.all(mask[~outside] > 0)
+
+
 @pytest.mark.slow
 def test_speed_script_writes_the_four_methods(tmp_path):
     out = tmp_path / "speed.json"

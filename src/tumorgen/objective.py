@@ -150,16 +150,15 @@ def training_losses(
     return {"loss": loss, "rfm": rfm, "coarse": coarse, "fine": fine, "rec": rec}
 
 
-def _refiner_crops(box: torch.Tensor, margin: int | None, factor: int):
-    """Two functions cutting, from each sample, the crop around its own box (plus `margin` latent
-    voxels) on the latent grid and the same region on the image grid; identity when `margin` is None.
+def refiner_crop_slices(box: torch.Tensor, margin: int) -> list[tuple[slice, slice, slice]]:
+    """Per sample, the latent-grid slices of the crop around its own box plus `margin` latent voxels.
 
     Every sample's crop has the same size (the largest box of the batch plus the margins, clipped to
     the volume) so the crops stack into one batch; each is centered on its own box and shifted to stay
-    inside the volume. Per-sample crops keep the decode small even when the batch's tumors lie far apart.
+    inside the volume. Per-sample crops keep the decode small even when the batch's tumors lie far
+    apart. Training and synthesis both cut the refiner's input with this function, so the refiner
+    (whose GroupNorm sees the crop's statistics) meets at synthesis the crops it was trained on.
     """
-    if margin is None:
-        return (lambda x: x), (lambda x: x)
     if margin < 0:
         raise ValueError(f"refiner_margin must be >= 0, got {margin}")
     shape = box.shape[2:]  # (h, w, d)
@@ -173,13 +172,24 @@ def _refiner_crops(box: torch.Tensor, margin: int | None, factor: int):
         start = ((lo + hi - length) // 2).clamp(0, size - length)  # centered on each box, kept inside
         starts.append([int(v) for v in start])
         lengths.append(length)
+    return [tuple(slice(starts[a][b], starts[a][b] + lengths[a]) for a in range(3)) for b in range(box.shape[0])]
+
+
+def scale_slices(crop: tuple[slice, slice, slice], factor: int) -> tuple[slice, slice, slice]:
+    """Latent-grid slices -> the same region on the image grid."""
+    return tuple(slice(c.start * factor, c.stop * factor) for c in crop)
+
+
+def _refiner_crops(box: torch.Tensor, margin: int | None, factor: int):
+    """Two functions cutting each sample's refiner crop (`refiner_crop_slices`) from a latent-grid and
+    from an image-grid tensor; identity when `margin` is None (the whole volume, METHOD.md)."""
+    if margin is None:
+        return (lambda x: x), (lambda x: x)
+    crops = refiner_crop_slices(box, margin)
 
     def cut(x: torch.Tensor, scale: int) -> torch.Tensor:
-        crops = []
-        for b in range(x.shape[0]):
-            index = tuple(slice(starts[a][b] * scale, (starts[a][b] + lengths[a]) * scale) for a in range(3))
-            crops.append(x[(b, slice(None), *index)])  # (C, X', Y', Z')
-        return torch.stack(crops)  # (B, C, X', Y', Z')
+        return torch.stack([x[(b, slice(None), *scale_slices(crop, scale))]  # (C, X', Y', Z')
+                            for b, crop in enumerate(crops)])  # (B, C, X', Y', Z')
 
     return (lambda x: cut(x, 1)), (lambda x: cut(x, factor))
 
