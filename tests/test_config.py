@@ -23,8 +23,9 @@ def test_debug_preset_is_tiny_and_phantom_is_the_cpu_demo():
     debug, phantom = load_config("debug"), load_config("phantom")
     assert debug.vae.channels == (8, 16, 16) and debug.flow.channels == (16, 32, 32)
     assert debug.train.steps <= 10 and debug.vae_train.steps <= 10
-    assert phantom.vae.channels == (32, 64, 64) and phantom.flow.channels == (32, 64, 128)
-    assert phantom.data.patch_size == (32, 32, 32)
+    assert phantom.vae.channels == (16, 32) and phantom.flow.channels == (32, 64, 128)
+    assert phantom.data.window == "box" and phantom.data.intensity == "log"
+    assert len(phantom.flow.refiner_widths) == len(phantom.vae.channels)  # one per decoder scale
 
 
 def test_overrides_are_parsed_to_the_field_types():

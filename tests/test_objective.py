@@ -133,7 +133,7 @@ def test_overfitting_one_case_lowers_the_loss_and_samples_the_tumor_in_place():
 
     box = torch.tensor([[6, 8, 6, 24, 26, 24]])  # image voxels, around the tumor (8..20, 11..23, 9..21)
     image_hat, mask_prob, mask_latent = sample_tumor(models, image, box, scale_factor=scale, steps=10,
-                                                     generator=torch.Generator().manual_seed(0))
+                                                     generator=torch.Generator().manual_seed(0), refiner_margin=2)
     assert image_hat.shape == mask_prob.shape == image.shape and mask_latent.shape == (1, 1, 8, 8, 8)
     assert 0.0 <= mask_prob.min() and mask_prob.max() <= 1.0
     # outside the latent box the mask channel followed the known "no tumor" path exactly
@@ -185,10 +185,46 @@ def test_refiner_crops_follow_each_sample_and_hold_its_box():
     box = torch.zeros(2, 1, 8, 8, 8)
     box[0, :, 0:2, 0:3, 1:3] = 1  # near one corner
     box[1, :, 5:8, 6:8, 4:6] = 1  # near the other
-    crop_latent, crop_image = _refiner_crops(box, 1, 4)
+    crop_latent, crop_image, _ = _refiner_crops(box, 1, 4)
     cut = crop_latent(box)
     assert cut.shape == (2, 1, 5, 5, 4)  # the largest box extent + 2 x margin, per axis
     assert torch.equal(cut.sum(dim=(1, 2, 3, 4)), box.sum(dim=(1, 2, 3, 4)))  # every box voxel kept
     image = torch.arange(2 * 32**3, dtype=torch.float32).reshape(2, 1, 32, 32, 32)
     assert crop_image(image).shape == (2, 1, 20, 20, 16)
     assert crop_image(image)[1, 0, 0, 0, 0] == image[1, 0, 12, 12, 12]  # sample 1's crop starts at latent (3, 3, 3)
+
+
+def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function(monkeypatch):
+    """The refiner runs on the same crop with the same margin in training, in `sample_tumor` and in
+    `model_generator` (the API's path): a run trained on crops and refined on the whole window at
+    synthesis (the mismatch this catches) fed its GroupNorm other statistics."""
+    import tumorgen.objective as objective
+    from tumorgen.synthesis.model_generator import model_generator
+    from tumorgen.training.run_folder import LoadedRun
+    from tumorgen.config import apply_overrides, load_config
+
+    models = _tiny_models(unet_channels=(16, 32), widths=(8, 8, 4))
+    image, mask = _case(32, (14, 17, 15), 6)
+    scale = 1.0
+    seen = []
+    real = objective.refiner_logits
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["margin"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "refiner_logits", spy)
+    objective.training_losses(models, {"image": image, "mask": mask}, scale_factor=scale, alpha=0.1,
+                              refiner_margin=2, generator=torch.Generator().manual_seed(0))
+    box = torch.tensor([[8, 8, 8, 24, 24, 24]])
+    _, prob_direct, _ = objective.sample_tumor(models, image, box, scale_factor=scale, steps=2,
+                                               generator=torch.Generator().manual_seed(3), refiner_margin=2)
+    config = apply_overrides(load_config("debug"), ["flow.refiner_margin=2"])
+    run = LoadedRun(config=config, models=models, scale_factor=scale, data_info={}, version="test", step=0,
+                    run_dir=None)
+    generate = model_generator(run, steps=2, device=torch.device("cpu"))
+    _, prob_api = generate(image, box, [3])
+    assert seen == [2, 2, 2], seen  # training, sample_tumor, the API: one function, one margin
+    # the refiner's crop (box + 2 latent voxels = image voxels 0..32 here) and nothing outside it
+    assert prob_api.shape == prob_direct.shape == image.shape
+    assert torch.allclose(prob_api, prob_direct, atol=1e-5)  # same noise (seed 3), same refiner path

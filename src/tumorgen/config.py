@@ -25,7 +25,7 @@ from typing import Any
 from tumorgen.errors import TumorGenError, fail_on
 
 ABLATIONS = ("no_bapmg", "no_coarse", "no_fine", "no_vmr")
-PRESETS = ("debug", "phantom", "hecktor", "autopet")
+PRESETS = ("debug", "phantom", "hecktor", "autopet", "ibsi")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class DataConfig:
 
     patch_size: tuple[int, int, int] = (32, 32, 32)  # VAE patches: the VAE is convolutional, and a 32^3
     # patch trains ~8x faster than a 64^3 volume on a CPU while seeing the same textures
+    window: str = "volume"  # "volume": both stages and synthesis use the PREP grid (the paper's whole
+    # crop); "box": box-normalised windows (data/box_windows.py): every tumor box, 8 mm or 30 cm,
+    # spans `box_fill` voxels of a `window_size`^3 window, in training (VAE and flow) and synthesis alike
+    window_size: int = 32  # the box window's side in voxels
+    box_fill: int = 24  # window voxels a box spans per axis (aspect capped at 3): (32 - 24) / 2 = 4 voxels of context a side
+    windows_per_case: int = 16  # stage 2 encodes this many box windows per training case once (frozen VAE)
+    box_pad: float = 2.0  # training boxes: tight box + ~U(0.5, 1.5) x this many PREP voxels a face (plus
+    # BA-PMG's alpha share of the tumor's extent), so a user's "tumor + a couple of voxels" box is in range
+    intensity: str = "linear"  # "linear": clip(SUV)/suv_max; "log": log1p(SUV)/log1p(suv_max), room for
+    # both background and hot uptake (tumorgen/intensity.py); applied to box windows only
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class VAEConfig:
     norm_num_groups: int = 16  # must divide every channel count; 16 suits 32/64
     attention: bool = False  # latent non-local attention doubles encode time at 96^3 for little gain
     weights: str = ""  # a local weights file (e.g. MAISI's autoencoder); "" trains from scratch
+    tumor_weight: float = 1.0  # L1 weight inside the tumor mask (box windows): tumors are a small share of
+    # the voxels, and the point of the model; >1 spends the VAE's capacity on them
     kl_weight: float = 1e-6  # the KL is summed over latent voxels; MONAI's 3D LDM tutorial uses 1e-6,
     # which keeps reconstructions sharp while pulling latents towards N(0, 1) (the scale factor does the rest)
 
@@ -67,7 +79,10 @@ class FlowConfig:
     alpha: float = 0.1  # BA-PMG box expansion alpha (METHOD.md section 1 choice)
     s: float = 1.0  # mask channel scaled to [-s, s] (METHOD.md section 2 choice)
     time_sampling: str = "logit-normal"  # Esser et al. 2024; "uniform" as the alternative
-    refiner_widths: tuple[int, int, int] = (32, 16, 8)  # VMR widths at latent, x2, x4 resolution
+    refiner_widths: tuple[int, ...] = (32, 16, 8)  # VMR widths at latent, x2, x4 resolution (one per
+    # decoder scale: log2(f) + 1 entries)
+    outside_weight: float = 1.0  # flow-loss weight of latent voxels outside the box (inside: 1); the
+    # sampler overwrites them with the known path, so <1 spends the model on the tumor
     refiner_every: int = 1  # run the VAE decode + refiner every N steps: decoding is the CPU cost
     refiner_margin: int | None = None  # None: the VMR decodes and refines the whole volume (METHOD.md);
     # k: only the latent crop around the batch's boxes plus k latent voxels (3-4x cheaper on a CPU)
@@ -246,7 +261,17 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(cfg.flow.refiner_every >= 1, "flow.refiner_every must be at least 1")
     need(cfg.flow.refiner_margin is None or cfg.flow.refiner_margin >= 0, "flow.refiner_margin must be >= 0 (or none)")
     need(cfg.flow.sample_steps >= 1, "flow.sample_steps must be at least 1")
+    need(0.0 <= cfg.flow.outside_weight <= 1.0, "flow.outside_weight must be in [0, 1]")
+    need(cfg.vae.tumor_weight >= 1.0, "vae.tumor_weight must be >= 1")
+    need(cfg.data.window in ("volume", "box"), f"data.window must be 'volume' or 'box', got {cfg.data.window!r}")
+    need(cfg.data.intensity in ("linear", "log"), f"data.intensity must be 'linear' or 'log', got {cfg.data.intensity!r}")
+    need(0 < cfg.data.box_fill <= cfg.data.window_size, "data.box_fill must be in (0, data.window_size]")
+    need(cfg.data.windows_per_case >= 1 and cfg.data.box_pad >= 0, "data.windows_per_case >= 1 and data.box_pad >= 0")
     factor = 2 ** (len(cfg.vae.channels) - 1) if cfg.vae.arch == "kl" else 4  # MAISI: f = 4
+    need(cfg.vae.arch != "kl" or len(cfg.flow.refiner_widths) == len(cfg.vae.channels),
+         "flow.refiner_widths needs one width per VAE level (decoder scale)")
+    need(cfg.data.window != "box" or cfg.data.window_size % (factor * 2 ** (len(cfg.flow.channels) - 1)) == 0,
+         "data.window_size must be divisible by the VAE factor times the U-Net's downsampling")
     need(all(p >= factor and p % factor == 0 for p in cfg.data.patch_size),
          f"data.patch_size entries must be multiples of the VAE's downsampling factor {factor}")
     d = cfg.diffusion

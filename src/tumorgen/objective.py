@@ -18,7 +18,7 @@ from tumorgen.bbox import bapmg, box_indicator, downsample_mask, latent_box_from
 from tumorgen.flow import interpolate, joint_target, one_step_estimate, sample_t, split_joint
 from tumorgen.losses import coarse_loss, fine_loss, refiner_loss
 from tumorgen.models.refiner import MaskRefiner
-from tumorgen.models.vae import decode_with_features, encode_mean, latent_factor
+from tumorgen.models.vae import decode, decode_with_features, encode_mean, latent_factor
 from tumorgen.models.velocity_unet import VelocityUNet
 from tumorgen.sampling import euler_sample
 
@@ -82,6 +82,7 @@ def training_losses(
     ablate: frozenset[str] = frozenset(),
     run_refiner: bool = True,
     refiner_margin: int | None = None,
+    outside_weight: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms of eq. 7 for one batch; gradients flow to the U-Net and the refiner only.
@@ -91,7 +92,9 @@ def training_losses(
         batch: {"image": (B, 1, X, Y, Z) in [0, 1], "mask": (B, 1, X, Y, Z) in {0, 1}}; every mask must
             hold a tumor (BA-PMG needs its box). An optional "latent" (B, c, h, w, d), the already
             scaled `encode_mean(vae, image) * scale_factor`, skips the encode: the VAE is frozen, so a
-            trainer can encode each volume once instead of every step.
+            trainer can encode each volume once instead of every step. An optional "box"
+            (B, 1, h, w, d), a latent box indicator already drawn by BA-PMG (box windows draw their
+            box before cutting the window around it), replaces the BA-PMG draw here.
         scale_factor: the VAE's latent scale (1 / std of the training latents).
         alpha: BA-PMG expansion factor.
         s: half range of the mask channel in the joint target.
@@ -104,6 +107,8 @@ def training_losses(
             only on the latent crop holding every box of the batch plus this many latent voxels on
             each side, and compares with the mask there: far cheaper on a CPU (the decode dominates);
             2-3 latent voxels keep the decoder's border effects away from the tumor.
+        outside_weight: weight of the flow loss outside the box (1 inside). The sampler replaces the
+            state outside the box by the known path, so what the model predicts there is never used.
         generator: the seeded source of boxes, noise and times (on the batch's device or the CPU).
 
     Returns:
@@ -125,14 +130,21 @@ def training_losses(
         with torch.no_grad():  # float32 flow state even under a bf16 autocast
             z = encode_mean(models.vae, image).float() * scale_factor  # (B, c, h, w, d)
     m = downsample_mask(mask, models.factor)  # (B, 1, h, w, d)
-    box = bapmg(m, alpha=alpha, generator=generator, ablate="no_bapmg" in ablate)
+    if "box" in batch:
+        box = (m > 0).to(m.dtype) if "no_bapmg" in ablate else batch["box"].to(m.dtype)
+    else:
+        box = bapmg(m, alpha=alpha, generator=generator, ablate="no_bapmg" in ablate)
     z_box = z * (1.0 - box)
     y = joint_target(z, m, s=s)  # (B, c + 1, h, w, d)
     eps = torch.randn(y.shape, generator=generator, device=gen_device).to(device, y.dtype)
     t = sample_t(y.shape[0], kind=time_sampling, generator=generator, device=gen_device).to(device)
     x_t = interpolate(eps, y, t)
     v_hat = models.unet(torch.cat([x_t, z_box, box], dim=1), t)  # (B, c + 1, h, w, d)
-    rfm = F.mse_loss(v_hat, y - eps)
+    if outside_weight == 1.0:
+        rfm = F.mse_loss(v_hat, y - eps)
+    else:  # a weighted mean: inside the box 1, outside `outside_weight`
+        w = outside_weight + (1.0 - outside_weight) * box  # (B, 1, h, w, d)
+        rfm = (w * (v_hat - (y - eps)).pow(2)).sum() / (w.sum() * v_hat.shape[1])
 
     y_hat = one_step_estimate(x_t, v_hat, t)
     z_hat, m_hat = split_joint(y_hat, latent_channels=c, s=s)
@@ -141,10 +153,8 @@ def training_losses(
     fine = fine_loss(z_hat, z, m_hat) if "no_fine" not in ablate else zero
     rec = zero
     if run_refiner and "no_vmr" not in ablate and models.refiner is not None:
-        crop_latent, crop_image = _refiner_crops(box, refiner_margin, models.factor)
-        with torch.no_grad():
-            _, feats = decode_with_features(models.vae, crop_latent(z_hat.detach()) / scale_factor)
-        logits = models.refiner(crop_latent(m_hat.detach()), feats)  # (B, 1, X', Y', Z')
+        logits, crop_image, _ = refiner_logits(models, z_hat.detach(), m_hat.detach(), box,
+                                               scale_factor=scale_factor, margin=refiner_margin)
         rec = refiner_loss(logits, crop_image(mask))
     loss = rfm + lam["coarse"] * coarse + lam["fine"] * fine + lam["rec"] * rec
     return {"loss": loss, "rfm": rfm, "coarse": coarse, "fine": fine, "rec": rec}
@@ -182,16 +192,59 @@ def scale_slices(crop: tuple[slice, slice, slice], factor: int) -> tuple[slice, 
 
 def _refiner_crops(box: torch.Tensor, margin: int | None, factor: int):
     """Two functions cutting each sample's refiner crop (`refiner_crop_slices`) from a latent-grid and
-    from an image-grid tensor; identity when `margin` is None (the whole volume, METHOD.md)."""
+    from an image-grid tensor, and the crops; identity and None when `margin` is None (the whole
+    volume, METHOD.md)."""
     if margin is None:
-        return (lambda x: x), (lambda x: x)
+        return (lambda x: x), (lambda x: x), None
     crops = refiner_crop_slices(box, margin)
 
     def cut(x: torch.Tensor, scale: int) -> torch.Tensor:
         return torch.stack([x[(b, slice(None), *scale_slices(crop, scale))]  # (C, X', Y', Z')
                             for b, crop in enumerate(crops)])  # (B, C, X', Y', Z')
 
-    return (lambda x: cut(x, 1)), (lambda x: cut(x, factor))
+    return (lambda x: cut(x, 1)), (lambda x: cut(x, factor)), crops
+
+
+def refiner_logits(models: TumorGenModels, z_hat: torch.Tensor, m_hat: torch.Tensor, box: torch.Tensor, *,
+                   scale_factor: float, margin: int | None):
+    """The one refiner path: training, `sample_tumor` and the synthesis API all refine through here.
+
+    Decodes `z_hat` (scaled latents) with features on the refiner's crop (`margin` latent voxels around
+    each sample's box, or the whole volume when None) and runs the VMR on that crop, so the refiner's
+    GroupNorm meets at synthesis exactly the statistics it was trained on.
+
+    Args:
+        models: the networks (a refiner is needed).
+        z_hat, m_hat: (B, c, h, w, d) scaled latents and (B, 1, h, w, d) mask in [0, 1].
+        box: (B, 1, h, w, d) latent box indicator.
+        scale_factor: the VAE's latent scale.
+        margin: `flow.refiner_margin`.
+
+    Returns:
+        (logits (B, 1, X', Y', Z') on the crop, a function cutting the same crop from an image-grid
+        tensor, the per-sample latent crops or None for the whole volume).
+    """
+    crop_latent, crop_image, crops = _refiner_crops(box, margin, models.factor)
+    with torch.no_grad():
+        _, feats = decode_with_features(models.vae, crop_latent(z_hat) / scale_factor)
+    return models.refiner(crop_latent(m_hat), feats), crop_image, crops
+
+
+def refine_mask(models: TumorGenModels, z_hat: torch.Tensor, m_hat: torch.Tensor, box: torch.Tensor, *,
+                scale_factor: float, margin: int | None) -> torch.Tensor:
+    """Full-resolution mask probabilities (B, 1, X, Y, Z) from sampled latents: `refiner_logits`
+    pasted into the volume (0 outside the refiner's crop), or, without a refiner ("no VMR"), the
+    coarse mask upsampled."""
+    size = tuple(n * models.factor for n in m_hat.shape[2:])
+    if models.refiner is None:
+        return F.interpolate(m_hat, size=size, mode="trilinear", align_corners=False)
+    logits, _, crops = refiner_logits(models, z_hat, m_hat, box, scale_factor=scale_factor, margin=margin)
+    if crops is None:
+        return torch.sigmoid(logits)
+    prob = torch.zeros((m_hat.shape[0], 1, *size), device=logits.device, dtype=logits.dtype)
+    for b, crop in enumerate(crops):
+        prob[(b, slice(None), *scale_slices(crop, models.factor))] = torch.sigmoid(logits[b])
+    return prob
 
 
 @torch.no_grad()
@@ -264,20 +317,19 @@ def sample_tumor(
     steps: int = 10,
     generator: torch.Generator | None = None,
     s: float = 1.0,
+    refiner_margin: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-3 (METHOD.md section 5): `sample_latents`, then decode and refine the mask.
 
-    Args: as `sample_latents`.
+    Args: as `sample_latents`; `refiner_margin` as the model was trained with (`flow.refiner_margin`).
 
     Returns:
         (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
         mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
     """
-    z_hat, m_hat, _ = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor, steps=steps,
-                                     generator=generator, s=s)
-    image_hat, feats = decode_with_features(models.vae, z_hat / scale_factor)
-    if models.refiner is not None:
-        mask_prob = torch.sigmoid(models.refiner(m_hat, feats))
-    else:  # "no VMR": the coarse mask, upsampled
-        mask_prob = F.interpolate(m_hat, scale_factor=float(models.factor), mode="trilinear", align_corners=False)
+    z_hat, m_hat, latent_boxes = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor,
+                                                steps=steps, generator=generator, s=s)
+    image_hat = decode(models.vae, z_hat / scale_factor)
+    box = box_indicator(latent_boxes, tuple(m_hat.shape[2:]))
+    mask_prob = refine_mask(models, z_hat, m_hat, box, scale_factor=scale_factor, margin=refiner_margin)
     return image_hat, mask_prob, m_hat

@@ -31,7 +31,6 @@ import contextlib
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from tumorgen.training.run_folder import LoadedRun
 
@@ -82,9 +81,10 @@ def model_generator(
     Returns:
         The callable of `synthesis.pipeline`'s contract; its outputs are float32 on the CPU.
     """
-    from tumorgen.models.vae import decode_with_features, encode_mean
+    from tumorgen.models.vae import decode as decode_vae
+    from tumorgen.models.vae import encode_mean
     from tumorgen.bbox import box_indicator
-    from tumorgen.objective import refiner_crop_slices, sample_latents, scale_slices
+    from tumorgen.objective import refine_mask, sample_latents
     from tumorgen.synthesis.region_decode import DEFAULT_MARGIN, decode_region, paste_region, reference_statistics
 
     if int(steps) < 1:
@@ -108,29 +108,12 @@ def model_generator(
         return cache["stats"]
 
     refiner_margin = run.config.flow.refiner_margin
-
-    def refine_on_crop(z_hat: torch.Tensor, m_hat: torch.Tensor, latent_box: list[int]) -> torch.Tensor:
-        """A run trained with `flow.refiner_margin` refines the crop around the box it was trained on
-        (its GroupNorm statistics are the crop's); the mask is 0 outside that crop."""
-        indicator = box_indicator(torch.as_tensor([latent_box]), tuple(m_hat.shape[2:])).to(m_hat)
-        crop = refiner_crop_slices(indicator, refiner_margin)[0]
-        _, crop_feats = decode_with_features(models.vae, z_hat[(slice(None), slice(None), *crop)] / scale)
-        logits = models.refiner(m_hat[(slice(None), slice(None), *crop)], crop_feats)  # (1, 1, X', Y', Z')
-        mask_prob = torch.zeros((1, 1, *(n * models.factor for n in m_hat.shape[2:])), device=logits.device,
-                                dtype=logits.dtype)
-        mask_prob[(slice(None), slice(None), *scale_slices(crop, models.factor))] = torch.sigmoid(logits)
-        return mask_prob
-
     def decode_one(z_hat: torch.Tensor, m_hat: torch.Tensor, window: torch.Tensor, z: torch.Tensor,
                    latent_box: list[int]):
-        if decode == "full":
-            image_hat, feats = decode_with_features(models.vae, z_hat / scale)
-            if models.refiner is not None and refiner_margin is not None:
-                return image_hat, refine_on_crop(z_hat, m_hat, latent_box)
-            if models.refiner is not None:
-                return image_hat, torch.sigmoid(models.refiner(m_hat, feats))
-            return image_hat, F.interpolate(m_hat, scale_factor=float(models.factor), mode="trilinear",
-                                            align_corners=False)
+        if decode == "full":  # the training path's refiner (objective.refine_mask): same crop, same statistics
+            box = box_indicator(torch.as_tensor([latent_box]), tuple(m_hat.shape[2:])).to(m_hat)
+            return decode_vae(models.vae, z_hat / scale), refine_mask(models, z_hat, m_hat, box, scale_factor=scale,
+                                                                      margin=refiner_margin)
         image_region, logits_region, slices = decode_region(models.vae, models.refiner, z_hat / scale, m_hat,
                                                             latent_box, margin=margin,
                                                             stats=window_statistics(window, z))

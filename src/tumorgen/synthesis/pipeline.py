@@ -26,7 +26,7 @@ from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.atomic import write_json
 from tumorgen.io.nifti import Volume, save_volume
 from tumorgen.synthesis.blend import blend_into_scan
-from tumorgen.synthesis.boxes import Box, check_box, sample_box, sampling_region
+from tumorgen.synthesis.boxes import Box, check_box, parse_box, sample_box, sampling_region
 from tumorgen.synthesis.manifest import (
     MANIFEST_NAME,
     case_entry,
@@ -36,7 +36,8 @@ from tumorgen.synthesis.manifest import (
     tumor_stats,
 )
 from tumorgen.synthesis.preview import write_preview
-from tumorgen.synthesis.window import cut_window, model_to_suv, window_to_scan_values
+from tumorgen.intensity import model_to_suv
+from tumorgen.synthesis.window import box_window_spacing, cut_window, window_to_scan_values
 
 # A PET scan in SUV has no large negative values and rarely exceeds ~100; a CT (HU, down to -1000)
 # or an activity image (Bq/mL, 1e3-1e5) passed by mistake is refused rather than synthesized into.
@@ -54,6 +55,11 @@ class ModelInfo:
         suv_max: top of the model's value range.
         box_sizes_mm: training box sizes, (N, 3) in mm, for sampled boxes.
         axcodes: the training cache's orientation.
+        window: "volume" (a fixed grid at `spacing`: the box must fit in it) or "box" (the window's
+            spacing follows each box so that it spans `box_fill` voxels per axis: any box fits).
+        box_fill: with window "box", window voxels a box spans per axis.
+        intensity: the model's intensity scale, "linear" or "log" (`tumorgen.intensity`).
+        latent_factor: the VAE's downsampling factor; boxes in the window are whole latent voxels.
     """
 
     size: tuple[int, int, int]
@@ -61,6 +67,10 @@ class ModelInfo:
     suv_max: float
     box_sizes_mm: tuple = ()
     axcodes: str | None = "RAS"
+    window: str = "volume"
+    box_fill: int = 0
+    intensity: str = "linear"
+    latent_factor: int = 4
 
     @classmethod
     def from_dict(cls, info: dict) -> "ModelInfo":
@@ -70,7 +80,18 @@ class ModelInfo:
             suv_max=float(info["suv_max"]),
             box_sizes_mm=tuple(tuple(float(v) for v in s) for s in info.get("box_sizes_mm") or ()),
             axcodes=info.get("axcodes", "RAS"),
+            window=str(info.get("window", "volume")),
+            box_fill=int(info.get("box_fill", 0)),
+            intensity=str(info.get("intensity", "linear")),
+            latent_factor=int(info.get("latent_factor", 4)),
         )
+
+    def grid_for(self, box, scan_affine: np.ndarray) -> dict:
+        """The window grid (size, spacing, axcodes) a box is synthesized in."""
+        spacing = self.spacing
+        if self.window == "box":
+            spacing = box_window_spacing(box, scan_affine, fill=self.box_fill, axcodes=self.axcodes)
+        return dict(size=self.size, spacing=spacing, axcodes=self.axcodes)
 
 
 @dataclass(frozen=True)
@@ -137,17 +158,21 @@ def synthesize_into_scan(
         raise ValueError(f"num and batch must be >= 1, got {num}, {batch}")
     check_scan_is_suv(scan)
     grid_kwargs = dict(size=info.size, spacing=info.spacing, axcodes=info.axcodes)
+    if info.window == "box" and info.box_sizes_mm:  # sampled boxes: any training size fits a box window
+        largest = float(np.max(np.asarray(info.box_sizes_mm, dtype=np.float64)))
+        grid_kwargs["spacing"] = (max(largest / info.box_fill, min(info.spacing)),) * 3
     seeds = sample_seeds(seed, num)
     if boxes:
         if len(boxes) not in (1, num):
             raise TumorGenError(f"{len(boxes)} boxes given for {num} samples; give one box or one per sample")
-        chosen = [check_box(boxes[k % len(boxes)], scan=scan, **grid_kwargs) for k in range(num)]
+        parsed = [parse_box(boxes[k % len(boxes)], path=scan.path) for k in range(num)]
+        chosen = [check_box(b, scan=scan, **info.grid_for(b, scan.affine)) for b in parsed]
         regions = ["given"] * num
     else:
         region, region_name = sampling_region(scan, organ_mask=organ_mask, ct=ct, find_lungs=find_lungs)
         chosen = [sample_box(rng=np.random.default_rng(s), region=region, scan=scan,
                              box_sizes_mm=info.box_sizes_mm, **grid_kwargs) for s in seeds]
-        chosen = [check_box(b, scan=scan, **grid_kwargs) for b in chosen]
+        chosen = [check_box(b, scan=scan, **info.grid_for(b, scan.affine)) for b in chosen]
         regions = [region_name] * num
 
     suv = np.asarray(scan.array, dtype=np.float32)
@@ -155,7 +180,9 @@ def synthesize_into_scan(
     for first in range(0, num, batch):
         ks = list(range(first, min(first + batch, num)))
         started = time.perf_counter()
-        cuts = [cut_window(suv, scan.affine, chosen[k], suv_max=info.suv_max, **grid_kwargs) for k in ks]
+        cuts = [cut_window(suv, scan.affine, chosen[k], suv_max=info.suv_max, intensity=info.intensity,
+                           multiple=info.latent_factor, edge="nearest" if info.window == "box" else "constant",
+                           **info.grid_for(chosen[k], scan.affine)) for k in ks]
         window_image = torch.from_numpy(np.stack([c[0] for c in cuts])[:, None])  # (B, 1, Sx, Sy, Sz)
         window_boxes = torch.tensor([c[2] for c in cuts], dtype=torch.int64)  # (B, 6)
         with torch.no_grad():
@@ -164,7 +191,8 @@ def synthesize_into_scan(
         mask_prob = mask_prob.detach().float().cpu().numpy()[:, 0]  # (B, Sx, Sy, Sz)
         for b, k in enumerate(ks):
             grid, box = cuts[b][1], chosen[k]
-            generated = model_to_suv(window_to_scan_values(image_hat[b], grid, region=box, order=1), info.suv_max)
+            generated = model_to_suv(window_to_scan_values(image_hat[b], grid, region=box, order=1),
+                                     suv_max=info.suv_max, kind=info.intensity)
             prob = window_to_scan_values(mask_prob[b], grid, region=box, order=1)  # then > 0.5 in blend
             image, mask = blend_into_scan(suv, generated, prob, box, feather=feather, match_noise=match_noise,
                                           rng=np.random.default_rng([seeds[k], 1]))

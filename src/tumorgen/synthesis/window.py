@@ -20,6 +20,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from tumorgen.intensity import model_to_suv, suv_to_model  # noqa: F401  (model_to_suv: re-exported)
+
 # The VAE downsamples by 4 (METHOD.md, f = 4): a box edge that is not a multiple of 4 model voxels
 # would cut a latent voxel in two.
 LATENT_FACTOR = 4
@@ -126,8 +128,14 @@ def place_window(
     )
 
 
-def scan_to_window_values(array: np.ndarray, grid: WindowGrid, *, order: int = 1, fill: float = 0.0) -> np.ndarray:
-    """Resample a scan-grid array into the window (linear by default; `fill` outside the scan)."""
+def scan_to_window_values(array: np.ndarray, grid: WindowGrid, *, order: int = 1, fill: float = 0.0,
+                          mode: str = "constant") -> np.ndarray:
+    """Resample a scan-grid array into the window (linear by default).
+
+    Outside the scan: `fill` with mode "constant", the nearest scan voxel with mode "nearest" (box
+    windows, whose context may reach past a tight crop: a band of zeros would be an edge the model
+    never sees inside a body).
+    """
     matrix = grid.window_to_scan
     out = ndimage.affine_transform(
         np.asarray(array, dtype=np.float32),
@@ -135,7 +143,7 @@ def scan_to_window_values(array: np.ndarray, grid: WindowGrid, *, order: int = 1
         offset=matrix[:3, 3],
         output_shape=grid.shape,
         order=order,
-        mode="constant",
+        mode=mode,
         cval=fill,
     )
     return out.astype(np.float32)
@@ -187,13 +195,21 @@ def box_in_window(box, grid: WindowGrid, *, multiple: int = LATENT_FACTOR) -> tu
     return tuple(int(v) for v in (*start, *stop))
 
 
-def suv_to_model(suv: np.ndarray, suv_max: float) -> np.ndarray:
-    """DESIGN.md's value range: `clip(SUV, 0, suv_max) / suv_max`."""
-    return (np.clip(suv, 0.0, suv_max) / suv_max).astype(np.float32)
+def box_window_spacing(box, scan_affine: np.ndarray, *, fill: int, axcodes: str | None = "RAS",
+                       max_aspect: float = 3.0) -> tuple[float, float, float]:
+    """Window spacing (mm, per window axis) at which the box spans `fill` window voxels on each axis.
 
-
-def model_to_suv(x: np.ndarray, suv_max: float) -> np.ndarray:
-    return (np.clip(x, 0.0, 1.0) * suv_max).astype(np.float32)
+    A box-normalised model (`data.window = "box"`) sees every box, 8 mm or 30 cm, at the same share
+    of its window: the spacing follows the box, so no box is too large or too small for the model.
+    Each axis is scaled on its own (sarcomas are long along the limb: 16 x 19 x 43 voxels is typical),
+    so the tumor gets the whole grid, but never stretched more than `max_aspect` times relative to the
+    box's longest side (a flat box would otherwise become a grid of smeared voxels).
+    """
+    scan_spacing = np.sqrt((np.asarray(scan_affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    extent = (np.asarray(box[3:], dtype=np.float64) - np.asarray(box[:3], dtype=np.float64)) * scan_spacing
+    extent = np.maximum(extent, max(extent.max(), 1e-3) / max_aspect)  # per scan axis, mm
+    perm, _ = window_axes(scan_affine, axcodes)
+    return tuple(float(extent[perm[j]] / fill) for j in range(3))
 
 
 def cut_window(
@@ -205,6 +221,9 @@ def cut_window(
     spacing,
     suv_max: float,
     axcodes: str | None = "RAS",
+    intensity: str = "linear",
+    multiple: int = LATENT_FACTOR,
+    edge: str = "constant",
 ) -> tuple[np.ndarray, WindowGrid, tuple[int, ...]]:
     """The model's input for one box: the window image in model range, its grid, the box in it.
 
@@ -215,7 +234,11 @@ def cut_window(
         size, spacing: the model's grid (per window axis).
         suv_max: the training value range's top (DESIGN.md).
         axcodes: the training cache's orientation.
+        intensity: the model's intensity scale (`tumorgen.intensity`).
+        multiple: the box in the window is snapped outward to multiples of this (the latent factor).
+        edge: "constant" (zeros) or "nearest" outside the scan.
     """
     grid = place_window(scan_shape=suv.shape, scan_affine=scan_affine, box=box, size=size, spacing=spacing, axcodes=axcodes)
-    window = suv_to_model(scan_to_window_values(suv, grid, order=1, fill=0.0), suv_max)
-    return window, grid, box_in_window(box, grid)
+    window = suv_to_model(scan_to_window_values(suv, grid, order=1, fill=0.0, mode=edge), suv_max=suv_max,
+                          kind=intensity)
+    return window, grid, box_in_window(box, grid, multiple=multiple)

@@ -10,6 +10,10 @@ The refiner needs a VAE decode of the one-step estimate, the dominant cost on a 
 `flow.refiner_every` steps (never under the `no_vmr` ablation), on a crop around the boxes when
 `flow.refiner_margin` is set.
 
+With `data.window = "box"` stage 2 trains on box windows (`data.box_windows`): `data.windows_per_case`
+windows per training tumor, each around its own BA-PMG box, cut and encoded once; the box indicator
+comes with each window, and the flow loss outside it is weighted `flow.outside_weight`.
+
 `data.json` records what synthesis needs from the data: grid size, spacing, `suv_max`, orientation
 and the sizes of the training tumors' tight boxes (in voxels and mm), from which boxes are sampled.
 """
@@ -25,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from tumorgen.bbox import box_indicator
 from tumorgen.config import Config, to_dict
+from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path, write_json
@@ -45,12 +51,12 @@ def tight_box_sizes(mask: np.ndarray) -> list[int]:
 
 
 def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affines: list[np.ndarray], *,
-                  vae_sha256: str) -> dict:
-    """The run's data.json: what synthesis needs to know about the training data."""
+                  vae_sha256: str, config: Config | None = None, latent_factor: int = 4) -> dict:
+    """The run's data.json: what synthesis needs to know about the training data and the model's window."""
     spacings = np.array([np.sqrt((a[:3, :3] ** 2).sum(axis=0)) for a in affines])  # (N, 3) mm
     boxes_vox = [tight_box_sizes(m) for m in masks]
     boxes_mm = [[float(v * s) for v, s in zip(b, sp)] for b, sp in zip(boxes_vox, spacings)]
-    return {
+    info = {
         "format": "tumorgen-data-info", "version": 1,
         "source": str(dataset.root), "suv_max": dataset.suv_max, "size": list(dataset.size),
         "spacing": [float(s) for s in np.median(spacings, axis=0)],
@@ -58,8 +64,14 @@ def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affi
         "axcodes": "".join(nib.aff2axcodes(affines[0])),
         "train_cases": [c.name for c in cases],
         "box_sizes_voxels": boxes_vox, "box_sizes_mm": boxes_mm,
-        "vae_sha256": vae_sha256,
+        "vae_sha256": vae_sha256, "latent_factor": int(latent_factor),
     }
+    if config is not None and config.data.window == "box":
+        # sampled boxes are drawn like the training boxes: the tight box plus the pad on each face
+        padded = [[float((v + 2 * config.data.box_pad) * s) for v, s in zip(b, sp)] for b, sp in zip(boxes_vox, spacings)]
+        info.update(window="box", size=[config.data.window_size] * 3, box_fill=config.data.box_fill,
+                    intensity=config.data.intensity, box_sizes_mm=padded)
+    return info
 
 
 @torch.no_grad()
@@ -106,7 +118,7 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     images = stack_volumes([im for im, _, _ in loaded])  # (N, 1, X, Y, Z)
     masks = stack_volumes([m.astype(np.float32) for _, m, _ in loaded])  # (N, 1, X, Y, Z)
     factor = latent_factor(vae)
-    if any(s % (factor * 2 ** (len(config.flow.channels) - 1)) for s in dataset.size):
+    if config.data.window != "box" and any(s % (factor * 2 ** (len(config.flow.channels) - 1)) for s in dataset.size):
         raise fail_on(data / "dataset.json", f"size {dataset.size} is not divisible by the VAE factor {factor} "
                                              f"times the U-Net's {2 ** (len(config.flow.channels) - 1)} levels")
 
@@ -116,12 +128,23 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
         with atomic_path(out / "vae.pt") as tmp:
             shutil.copyfile(vae_path, tmp)
         write_json(out / "data.json", describe_data(dataset, cases, [m for _, m, _ in loaded],
-                                                     [a for _, _, a in loaded], vae_sha256=sha256_of(out / "vae.pt")))
+                                                     [a for _, _, a in loaded], vae_sha256=sha256_of(out / "vae.pt"),
+                                                     config=config, latent_factor=factor))
     if info.is_main:
         write_run_config(config, out)
     distributed.barrier(info)
     vae_sha = sha256_of(out / "vae.pt")
 
+    boxes = None
+    if config.data.window == "box":  # a bank of box windows, encoded once (the VAE is frozen)
+        spec = box_window_spec(config, dataset.suv_max)
+        count = config.data.windows_per_case * len(loaded)
+        bank_images, bank_masks, bank_boxes = random_windows(
+            [im * dataset.suv_max for im, _, _ in loaded], [m for _, m, _ in loaded], [a for _, _, a in loaded],
+            spec, np.random.default_rng(train.seed), count)
+        images, masks = torch.from_numpy(bank_images), torch.from_numpy(bank_masks)  # (N*K, 1, S, S, S)
+        latent_shape = tuple(s // factor for s in images.shape[2:])
+        boxes = box_indicator(torch.from_numpy(bank_boxes) // factor, latent_shape)  # (N*K, 1, h, w, d)
     latents = encode_latents(vae, images, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
     model = build_flow_models(config, vae)
     data_gen = seeded_generator(train.seed)
@@ -135,12 +158,15 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
                                                       generator=data_gen), info)
         batch = {"image": images[chosen].to(info.device), "mask": masks[chosen].to(info.device),  # (B, 1, X, Y, Z)
                  "latent": latents[chosen].to(info.device)}  # (B, c, h, w, d)
+        if boxes is not None:
+            batch["box"] = boxes[chosen].to(info.device)  # (B, 1, h, w, d)
         models = objective.TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
         run_refiner = step % config.flow.refiner_every == 0 and "no_vmr" not in ablate
         return objective.training_losses(models, batch, scale_factor=scale_factor, alpha=config.flow.alpha,
                                          s=config.flow.s, time_sampling=config.flow.time_sampling, weights=weights,
                                          ablate=ablate, run_refiner=run_refiner,
-                                         refiner_margin=config.flow.refiner_margin, generator=noise_gen)
+                                         refiner_margin=config.flow.refiner_margin,
+                                         outside_weight=config.flow.outside_weight, generator=noise_gen)
 
     def compile_fn(module: nn.ModuleDict) -> nn.ModuleDict:
         return nn.ModuleDict({"unet": torch.compile(module["unet"]), "refiner": module["refiner"]})
