@@ -31,7 +31,7 @@ METHODS = {  # name -> (sampler, steps, decode)
     "ddim-50": ("ddim", 50, "full"),
     "rfm-10-region": ("rfm", 10, "region"),
 }
-DEFAULT_SIZES = {"debug": 32, "phantom": 64, "autopet": 96, "hecktor": 128}  # the presets' volume sizes
+DEFAULT_SIZES = {"debug": 32, "phantom": 32, "ibsi": 32, "autopet": 96, "hecktor": 128}  # volume or box-window sizes
 
 
 def available_threads() -> int:

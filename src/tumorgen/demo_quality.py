@@ -31,6 +31,29 @@ def tumor_summary(image: np.ndarray, mask: np.ndarray, spacing) -> dict:
     return {**tumor_stats(image, mask, spacing), "components": connected_components(mask)}
 
 
+def tumor_check(image: np.ndarray, mask: np.ndarray, box) -> dict:
+    """Does a synthetic sample look like a tumor? The demo's four criteria (issue: "the demo shows tumors").
+
+    A sample passes when its mask is not empty, its largest connected component holds >= 90% of it,
+    it fills 5-95% of its box, and the mean SUV inside it is >= 2x the median of the box's voxels
+    outside it (hotter than what it displaced).
+    """
+    inside = _box_slices(box)
+    in_box = mask[inside] > 0
+    voxels = int(in_box.sum())
+    row = {"nonempty": voxels > 0, "largest_share": 0.0, "box_share": float(in_box.mean()), "contrast": 0.0}
+    if voxels:
+        labels, n = ndimage.label(mask > 0, structure=CONNECTIVITY)
+        sizes = np.bincount(labels.ravel())[1:]
+        row["largest_share"] = float(sizes.max() / sizes.sum())
+        around = image[inside][~in_box]
+        background = float(np.median(around)) if around.size else 0.0
+        row["contrast"] = float(image[mask > 0].mean() / background) if background > 0 else float("inf")
+    row["passes"] = bool(row["nonempty"] and row["largest_share"] >= 0.9 and 0.05 <= row["box_share"] <= 0.95
+                         and row["contrast"] >= 2.0)
+    return row
+
+
 def _box_slices(box) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))
 
@@ -84,7 +107,7 @@ def summarize(rows: Sequence[dict], keys: Sequence[str]) -> dict:
 
 
 def vae_reconstruction_error(vae, volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
-                             suv_max: float) -> dict:
+                             suv_max: float, intensity: str = "linear") -> dict:
     """Mean absolute error in SUV of encode-decode on whole model-range volumes, overall and in tumors.
 
     Args:
@@ -92,7 +115,10 @@ def vae_reconstruction_error(vae, volumes: Sequence[np.ndarray], masks: Sequence
         volumes: (X, Y, Z) model-range ([0, 1]) arrays, e.g. the PREP test split.
         masks: their tumor masks (empty for healthy cases).
         suv_max: the SUV that maps to 1, to report the error in SUV.
+        intensity: the volumes' intensity scale (`tumorgen.intensity`).
     """
+    from tumorgen.intensity import model_to_suv
+
     import torch
 
     from tumorgen.models.vae import decode, encode_mean
@@ -102,7 +128,8 @@ def vae_reconstruction_error(vae, volumes: Sequence[np.ndarray], masks: Sequence
         for volume, mask in zip(volumes, masks):
             x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]  # (1, 1, X, Y, Z)
             recon = decode(vae, encode_mean(vae, x)).clamp(0, 1)[0, 0].numpy()  # (X, Y, Z)
-            diff = np.abs(recon - volume) * suv_max
+            diff = np.abs(model_to_suv(recon, suv_max=suv_max, kind=intensity)
+                          - model_to_suv(volume, suv_max=suv_max, kind=intensity))
             errors.append(float(diff.mean()))
             if mask.any():
                 tumor_errors.append(float(diff[mask > 0].mean()))
@@ -162,10 +189,22 @@ def measure_quality(*, plan, paths, say) -> dict:
     dataset = load_prepared(paths.prep)
     test = dataset.split("test") or dataset.split("train")
     loaded = [case.load() for case in test]
-    vae, _, _, _ = load_vae(paths.vae, device="cpu")
-    quality = {"vae_reconstruction": {**vae_reconstruction_error(vae, [im for im, _, _ in loaded],
-                                                                  [m for _, m, _ in loaded], suv_max=dataset.suv_max),
-                                      "split": "test" if dataset.split("test") else "train"},
+    vae, _, vae_cfg, _ = load_vae(paths.vae, device="cpu")
+    volumes, masks, kind = [im for im, _, _ in loaded], [m for _, m, _ in loaded], "linear"
+    if vae_cfg.data.window == "box":  # measure the VAE on what it encodes: box windows around the tumors
+        from tumorgen.data.box_windows import box_window_spec, random_windows
+
+        tumors = [(im, m, a) for im, m, a in loaded if m.any()]
+        spec = box_window_spec(vae_cfg, dataset.suv_max)
+        windows, window_masks, _ = random_windows([im * dataset.suv_max for im, _, _ in tumors],
+                                                  [m for _, m, _ in tumors], [a for _, _, a in tumors], spec,
+                                                  np.random.default_rng(plan.seed), 2 * len(tumors), flips=False)
+        volumes, masks, kind = list(windows[:, 0]), list(window_masks[:, 0]), spec.intensity
+    quality = {"vae_reconstruction": {**vae_reconstruction_error(vae, volumes, masks, suv_max=dataset.suv_max,
+                                                                  intensity=kind),
+                                      "split": "test" if dataset.split("test") else "train",
+                                      "on": "box windows" if kind != "linear" or vae_cfg.data.window == "box"
+                                      else "whole volumes"},
                "vae_run": final_losses(paths.vae), "tumorgen_run": final_losses(paths.tumorgen)}
     real = load_real_tumors(paths)
     synthetic = load_synthetic(paths)
@@ -178,10 +217,13 @@ def measure_quality(*, plan, paths, say) -> dict:
         mask_in_box[_box_slices(s["box"])] = True
         row["mask_outside_box"] = int(((s["mask"] > 0) & ~mask_in_box).sum())
         row["box_fill"] = float((s["mask"] > 0)[mask_in_box].mean())  # real tumors fill part of their box
+        check = tumor_check(s["image"], s["mask"], s["box"])
+        row["passes"], row["contrast"], row["largest_share"] = check["passes"], check["contrast"], check["largest_share"]
         synth_rows.append(row)
     keys = ("tumor_volume_ml", "suv_mean", "suv_max", "components")
     quality["real"] = {"n": len(real_rows), **summarize(real_rows, keys)}
     quality["synthetic"] = {"n": len(synth_rows), "empty_masks": sum(1 for r in synth_rows if r["tumor_voxels"] == 0),
+                            "passing": sum(1 for r in synth_rows if r["passes"]),
                             **summarize(synth_rows, (*keys, "noise_ratio")), "samples": synth_rows}
     if plan.fid:
         usable = [(s["image"], s["mask"]) for s in synthetic if s["mask"].any()]

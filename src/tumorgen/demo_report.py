@@ -68,8 +68,8 @@ def _training_section(q: dict) -> list[str]:
         lines.append(f"| {name} | {run.get('step', '-')} | {_fmt(run.get('train_minutes'), '.1f')} | "
                      f"{'yes' if run.get('stopped_by_time') else 'no'} | {_fmt(run.get('sec_per_step'), '.2f')} | "
                      f"{_fmt(run.get('first_loss'), '.4g')} | {losses} |")
-    lines += ["", f"VAE reconstruction on the {recon.get('cases', 0)} {recon.get('split', 'test')} cases (encode -> "
-              f"decode, whole volumes): mean absolute error {_fmt(recon.get('mae_suv'))} SUV over the volume, "
+    lines += ["", f"VAE reconstruction on {recon.get('cases', 0)} {recon.get('on', 'whole volumes')} of the "
+              f"{recon.get('split', 'test')} cases (encode -> decode): mean absolute error {_fmt(recon.get('mae_suv'))} SUV over the volume, "
               f"{_fmt(recon.get('tumor_mae_suv'))} SUV inside tumors.", ""]
     return lines
 
@@ -83,20 +83,24 @@ def _tumor_section(q: dict) -> list[str]:
                      f"{_mean_sd(block.get('suv_mean'))} | {_mean_sd(block.get('suv_max'))} | "
                      f"{_mean_sd(block.get('components'), '.1f')} |")
     ratio = synth.get("noise_ratio", {})
-    lines += ["", f"Synthetic masks that came out empty: {synth.get('empty_masks', 0)} of {synth.get('n', 0)}. "
+    lines += ["", f"**Synthetic samples that look like tumors: {synth.get('passing', 0)} of {synth.get('n', 0)}** "
+              "(mask not empty, its largest component >= 90% of it, 5-95% of its box, mean SUV inside >= 2x the "
+              "median of the box's other voxels).", "",
+              f"Synthetic masks that came out empty: {synth.get('empty_masks', 0)} of {synth.get('n', 0)}. "
               "Mean ± sd over tumors (empty masks left out of the SUV columns); a real phantom tumor is one component.",
               "", f"Noise grain inside the box vs a shell around it (relative residual sd, ratio 1 = seamless): "
               f"{_mean_sd(ratio)} over {ratio.get('n', 0)} samples.", "",
               "A `-` noise ratio: fewer than 32 smooth tissue voxels left in the box outside the mask (a mask that "
               "fills its box, as an undertrained model's does).", "",
-              "| sample | volume (mL) | SUV mean | SUV max | components | mask fills box | noise in/out | "
-              "mask voxels outside box |", "|---|---|---|---|---|---|---|---|"]
+              "| sample | passes | volume (mL) | SUV mean | SUV max | components | mask fills box | contrast | "
+              "noise in/out | mask voxels outside box |", "|---|---|---|---|---|---|---|---|---|---|"]
     from tumorgen.demo_montage import short_name
 
     for s in synth.get("samples", []):
-        lines.append(f"| {short_name(s['case'])} #{s['k']} | {_fmt(s['tumor_volume_ml'], '.2f')} | "
+        lines.append(f"| {short_name(s['case'])} #{s['k']} | {'yes' if s.get('passes') else 'no'} | "
+                     f"{_fmt(s['tumor_volume_ml'], '.2f')} | "
                      f"{_fmt(s['suv_mean'], '.2f')} | {_fmt(s['suv_max'], '.2f')} | {s['components']} | "
-                     f"{_fmt(100 * s['box_fill'], '.0f')}% | "
+                     f"{_fmt(100 * s['box_fill'], '.0f')}% | {_fmt(s.get('contrast'), '.1f')}x | "
                      f"{_fmt(s['noise_ratio'], '.2f')} | {s['mask_outside_box']} |")
     return lines + [""]
 

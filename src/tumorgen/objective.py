@@ -94,7 +94,10 @@ def training_losses(
             scaled `encode_mean(vae, image) * scale_factor`, skips the encode: the VAE is frozen, so a
             trainer can encode each volume once instead of every step. An optional "box"
             (B, 1, h, w, d), a latent box indicator already drawn by BA-PMG (box windows draw their
-            box before cutting the window around it), replaces the BA-PMG draw here.
+            box before cutting the window around it), replaces the BA-PMG draw here. An optional
+            "context" (B, c, h, w, d), the scaled latents of the same windows with the box erased
+            (`flow.erase_context`), is what the model is conditioned on and what the target holds
+            outside the box: synthesis erases the box before encoding the same way.
         scale_factor: the VAE's latent scale (1 / std of the training latents).
         alpha: BA-PMG expansion factor.
         s: half range of the mask channel in the joint target.
@@ -134,7 +137,12 @@ def training_losses(
         box = (m > 0).to(m.dtype) if "no_bapmg" in ablate else batch["box"].to(m.dtype)
     else:
         box = bapmg(m, alpha=alpha, generator=generator, ablate="no_bapmg" in ablate)
-    z_box = z * (1.0 - box)
+    if "context" in batch:  # the tumor inside the box, the erased scan around it
+        context = batch["context"].float()
+        z = box * z + (1.0 - box) * context
+        z_box = context * (1.0 - box)
+    else:
+        z_box = z * (1.0 - box)
     y = joint_target(z, m, s=s)  # (B, c + 1, h, w, d)
     eps = torch.randn(y.shape, generator=generator, device=gen_device).to(device, y.dtype)
     t = sample_t(y.shape[0], kind=time_sampling, generator=generator, device=gen_device).to(device)

@@ -113,10 +113,12 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int, sa
     if not data_json.is_file():
         raise fail_on(run_dir, "is not a training run folder (it has no data.json)")
     try:
-        window = tuple(int(s) for s in json.loads(data_json.read_text())["size"])
+        data_info = json.loads(data_json.read_text())
+        window = tuple(int(s) for s in data_info["size"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise fail_on(data_json, f"has no readable grid size ({err})") from None
-    if window != tuple(size):
+    box_windows = data_info.get("window") == "box"  # any PREP grid: the window is cut around each box
+    if not box_windows and window != tuple(size):
         raise fail_on(data_json, f"describes a {window} model window but the PREP grid is {tuple(size)}; "
                                  "generate into the PREP the model was trained on")
     torch_device = resolve_inference_device(device)
@@ -137,7 +139,22 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int, sa
             raise fail_on(run_dir, f"holds a {generate.baseline.kind} model, not {method}")
         version = __version__
     record = {"run": str(run_dir), "version": version, "sha256": sha256_file(run_dir / "checkpoints" / "last.pt")}
+    if box_windows:
+        record["model_info"] = data_info
     return generate, record
+
+
+def _generate_in_box_window(generate: Callable, model_info: dict, image: np.ndarray, affine: np.ndarray, box,
+                            seed: int, suv_max: float):
+    """A box-window model: the public synthesis path on the PREP case as the scan (window cut around
+    the box, the model's intensity scale, paste-back), exactly as `tumorgen synthesize` runs it."""
+    from tumorgen.io.nifti import Volume
+    from tumorgen.synthesis.pipeline import synthesize_into_scan
+
+    scan = Volume(array=(image * suv_max).astype(np.float32), affine=affine, path=Path("<PREP case>"))
+    result = synthesize_into_scan(scan=scan, boxes=[tuple(int(v) for v in box)], generate=generate,
+                                  model_info=model_info, seed=seed, feather=FEATHER, match_noise=True)[0]
+    return result.image / suv_max, result.mask
 
 
 def _generate_with_model(generate: Callable, image: np.ndarray, box, seed: int, suv_max: float):
@@ -223,13 +240,18 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
                 suv, mask = syntumor.generate(image * suv_max, box=box, rng=np.random.default_rng(sample_seed))
                 new_image = suv / suv_max
             else:
-                new_image, mask = _generate_with_model(generate, image, box, sample_seed, suv_max)
+                if "model_info" in record:
+                    new_image, mask = _generate_in_box_window(generate, record["model_info"], image, affine, box,
+                                                              sample_seed, suv_max)
+                else:
+                    new_image, mask = _generate_with_model(generate, image, box, sample_seed, suv_max)
             seconds = time.perf_counter() - started
             image_name, mask_name = save_sample(stage, case=case.name, k=k, image=new_image, mask=mask, affine=affine)
             samples.append({"case": case.name, "k": k, "image": image_name, "mask": mask_name, "box": list(box),
                             "seed": sample_seed, "seconds": round(seconds, 4),
                             "real_tumor": bool(real_mask.any())})
         bar.close()
+        record = {k: v for k, v in record.items() if k != "model_info"}
         write_index(stage, method=method, samples=samples, data=Path(data).resolve(), split=split, sampler=sampler,
                     steps=steps, model=record, extra={"seed": seed, "alpha": alpha, "feather": FEATHER})
     from tumorgen.evaluation.generated_set import load_generated_set

@@ -56,6 +56,18 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def erase_in_windows(windows: torch.Tensor, boxes: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+    """Each window with its box erased (`synthesis.erase`), the grain drawn from the sample's seed."""
+    import numpy as np
+
+    from tumorgen.synthesis.erase import erase_box
+
+    out = [torch.from_numpy(erase_box(w[0].float().cpu().numpy(), [int(v) for v in b],
+                                      rng=np.random.default_rng([int(s), 3])))
+           for w, b, s in zip(windows, boxes.tolist(), seeds)]
+    return torch.stack(out)[:, None].to(windows.device, windows.dtype)
+
+
 def model_generator(
     run: LoadedRun,
     *,
@@ -108,6 +120,7 @@ def model_generator(
         return cache["stats"]
 
     refiner_margin = run.config.flow.refiner_margin
+    erase_context = run.config.flow.erase_context
     def decode_one(z_hat: torch.Tensor, m_hat: torch.Tensor, window: torch.Tensor, z: torch.Tensor,
                    latent_box: list[int]):
         if decode == "full":  # the training path's refiner (objective.refine_mask): same crop, same statistics
@@ -128,6 +141,8 @@ def model_generator(
         images, masks = [], []
         with torch.inference_mode(), _autocast(device):
             windows = window_image.to(device)
+            if erase_context:  # condition on the scan with the box erased, as in training
+                windows = erase_in_windows(windows, boxes_in_window, seeds)
             z = torch.cat([encode_mean(models.vae, windows[b : b + 1]) for b in range(len(seeds))])  # (B, c, h, w, d)
             joint_shape = (1, models.latent_channels + 1, *z.shape[2:])
             noise = torch.cat([torch.randn(joint_shape, generator=torch.Generator(device=device).manual_seed(int(s)),

@@ -74,6 +74,15 @@ def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affi
     return info
 
 
+def erase_windows(images: np.ndarray, boxes: np.ndarray, *, seed: int) -> torch.Tensor:
+    """Box windows (N, 1, S, S, S) with each box erased as synthesis erases it (`synthesis.erase`)."""
+    from tumorgen.synthesis.erase import erase_box
+
+    rngs = np.random.SeedSequence(seed).spawn(len(images))
+    erased = [erase_box(image[0], box, rng=np.random.default_rng(r)) for image, box, r in zip(images, boxes, rngs)]
+    return torch.from_numpy(np.stack(erased)[:, None].astype(np.float32))
+
+
 @torch.no_grad()
 def encode_latents(vae: nn.Module, images: torch.Tensor, *, scale_factor: float, device, chunk: int = 4) -> torch.Tensor:
     """Scaled posterior-mean latents of every volume, computed once (the VAE is frozen): (N, c, h, w, d)."""
@@ -146,6 +155,10 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
         latent_shape = tuple(s // factor for s in images.shape[2:])
         boxes = box_indicator(torch.from_numpy(bank_boxes) // factor, latent_shape)  # (N*K, 1, h, w, d)
     latents = encode_latents(vae, images, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
+    context = None
+    if boxes is not None and config.flow.erase_context:  # the same windows with their box erased
+        erased = erase_windows(bank_images, bank_boxes, seed=train.seed)
+        context = encode_latents(vae, erased, scale_factor=scale_factor, device=info.device)
     model = build_flow_models(config, vae)
     data_gen = seeded_generator(train.seed)
     noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
@@ -160,8 +173,11 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
                  "latent": latents[chosen].to(info.device)}  # (B, c, h, w, d)
         if boxes is not None:
             batch["box"] = boxes[chosen].to(info.device)  # (B, 1, h, w, d)
+        if context is not None:
+            batch["context"] = context[chosen].to(info.device)  # (B, c, h, w, d)
         models = objective.TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
-        run_refiner = step % config.flow.refiner_every == 0 and "no_vmr" not in ablate
+        # (step + 1): the logged steps (multiples of log_every) are refiner steps, so "rec" shows in metrics
+        run_refiner = (step + 1) % config.flow.refiner_every == 0 and "no_vmr" not in ablate
         return objective.training_losses(models, batch, scale_factor=scale_factor, alpha=config.flow.alpha,
                                          s=config.flow.s, time_sampling=config.flow.time_sampling, weights=weights,
                                          ablate=ablate, run_refiner=run_refiner,

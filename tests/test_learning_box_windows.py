@@ -1,0 +1,58 @@
+"""A short-budget learning test through the public synthesis path: tiny box-window models trained on a
+few hot blobs place a tumor mask where the true one is, when `TumorGen.load(run).synthesize` is given
+the tumor's box (the paired protocol's box: tight box + 2 voxels) in a scan whose box was erased."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_tiny_prep
+
+OVERRIDES = [  # the ibsi preset's design, at toy size (16^3 windows, 8^3 latents)
+    "data.box_fill=12", "data.window_size=16", "data.windows_per_case=32",
+    "vae.channels=8,16", "flow.refiner_widths=8,8", "flow.channels=16,32,32", "flow.num_head_channels=8",
+    "vae_train.steps=150", "vae_train.lr=2e-3", "vae_train.checkpoint_every=1000", "vae_train.log_every=50",
+    "vae_train.ema_decay=0.9", "vae_train.max_minutes=none", "vae_train.device=cpu",
+    "train.steps=300", "train.lr=2e-3", "train.checkpoint_every=1000", "train.log_every=50", "train.ema_decay=0.9",
+    "train.max_minutes=none", "train.device=cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(tmp_path):
+    from tumorgen.api import TumorGen
+    from tumorgen.config import apply_overrides, load_config
+    from tumorgen.data.prepared import load_prepared
+    from tumorgen.synthesis.erase import erase_box
+    from tumorgen.training.tumorgen_stage import train_tumorgen
+    from tumorgen.training.vae_stage import train_vae
+
+    prep = write_tiny_prep(tmp_path / "prep", size=32, n_cases=6, seed=3)
+    config = apply_overrides(load_config("ibsi"), OVERRIDES)
+    train_vae(data=prep, out=tmp_path / "vae", config=config, progress=False)
+    train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=tmp_path / "run", config=config, progress=False)
+
+    dataset = load_prepared(prep)
+    image, mask, affine = dataset.tumor_cases("train")[0].load()
+    coords = np.nonzero(mask)
+    box = tuple(max(int(c.min()) - 2, 0) for c in coords) + tuple(min(int(c.max()) + 3, 32) for c in coords)
+    scan = erase_box(image * dataset.suv_max, box, rng=np.random.default_rng(0))
+    model = TumorGen.load(tmp_path / "run", device="cpu")
+    dices = []
+    for seed in range(3):
+        result = model.synthesize(scan, affine=affine, box=box, steps=10, seed=seed)[0]
+        outside = np.ones(mask.shape, dtype=bool)
+        outside[tuple(slice(a, b) for a, b in zip(box[:3], box[3:]))] = False
+        assert np.array_equal(result.image[outside], scan[outside].astype(np.float32))
+        predicted, true = result.mask > 0, mask > 0
+        dices.append(2 * (predicted & true).sum() / (predicted.sum() + true.sum()))
+    assert np.mean(dices) > 0.4, dices
