@@ -28,25 +28,38 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(tmp_path):
-    from tumorgen.api import TumorGen
+@pytest.fixture(scope="module")
+def box_run(tmp_path_factory):
+    """Toy box-window models trained for 150 + 300 steps (about 45 s of CPU): (PREP, run folder)."""
     from tumorgen.config import apply_overrides, load_config
-    from tumorgen.data.prepared import load_prepared
-    from tumorgen.synthesis.erase import erase_box
     from tumorgen.training.tumorgen_stage import train_tumorgen
     from tumorgen.training.vae_stage import train_vae
 
-    prep = write_tiny_prep(tmp_path / "prep", size=32, n_cases=6, seed=3)
+    root = tmp_path_factory.mktemp("box_run")
+    prep = write_tiny_prep(root / "prep", size=32, n_cases=6, seed=3)
     config = apply_overrides(load_config("ibsi"), OVERRIDES)
-    train_vae(data=prep, out=tmp_path / "vae", config=config, progress=False)
-    train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=tmp_path / "run", config=config, progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_vae(data=prep, out=root / "vae", config=config, progress=False)
+        train_tumorgen(data=prep, vae_run=root / "vae", out=root / "run", config=config, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return prep, root / "run"
 
+
+def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(box_run):
+    from tumorgen.api import TumorGen
+    from tumorgen.data.prepared import load_prepared
+    from tumorgen.synthesis.erase import erase_box
+
+    prep, run = box_run
     dataset = load_prepared(prep)
     image, mask, affine = dataset.tumor_cases("train")[0].load()
     coords = np.nonzero(mask)
     box = tuple(max(int(c.min()) - 2, 0) for c in coords) + tuple(min(int(c.max()) + 3, 32) for c in coords)
     scan = erase_box(image * dataset.suv_max, box, rng=np.random.default_rng(0))
-    model = TumorGen.load(tmp_path / "run", device="cpu")
+    model = TumorGen.load(run, device="cpu")
     dices = []
     for seed in range(3):
         result = model.synthesize(scan, affine=affine, box=box, steps=10, seed=seed)[0]
@@ -56,3 +69,24 @@ def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(tm
         predicted, true = result.mask > 0, mask > 0
         dices.append(2 * (predicted & true).sum() / (predicted.sum() + true.sum()))
     assert np.mean(dices) > 0.4, dices
+
+
+def test_the_cli_synthesizes_a_box_larger_than_the_models_window_would_hold(box_run, tmp_path):
+    """A box-window model takes a box of the whole scan (a fixed-grid model would refuse it)."""
+    from tumorgen.cli import main
+    from tumorgen.data.prepared import load_prepared
+    from tumorgen.io.nifti import load_volume, save_volume
+
+    prep, run = box_run
+    image, _, affine = load_prepared(prep).tumor_cases("train")[1].load()
+    suv = image * 10.0
+    save_volume(suv, affine, tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    box = ["1", "1", "1", "31", "31", "31"]  # 120 mm a side: 2.5x the 16-voxel window at the data's 4 mm
+    assert main(["synthesize", "--model", str(run), "--input", str(tmp_path / "scan.nii.gz"), "--out", str(out),
+                 "--box", *box, "--steps", "2", "--no-progress"]) == 0
+    pet = load_volume(out / "scan_0_pet.nii.gz")
+    mask = load_volume(out / "scan_0_mask.nii.gz", kind="mask")
+    keep = np.ones(suv.shape, dtype=bool)
+    keep[1:31, 1:31, 1:31] = False
+    assert np.array_equal(pet.array[keep], suv.astype(np.float32)[keep]) and mask.array[keep].sum() == 0

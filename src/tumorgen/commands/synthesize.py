@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tumorgen.api import TumorGen, peek_model_info
     from tumorgen.errors import TumorGenError, fail_on
     from tumorgen.io.nifti import check_same_grid, load_volume
-    from tumorgen.synthesis.boxes import check_box
+    from tumorgen.synthesis.boxes import check_box, parse_box
     from tumorgen.synthesis.manifest import case_name_from_path
     from tumorgen.synthesis.pipeline import check_scan_is_suv, output_names, write_outputs
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     info = peek_model_info(args.model)
     if args.box is not None and info is not None:
-        check_box(args.box, scan=scan, size=info.size, spacing=info.spacing, axcodes=info.axcodes)
+        box = parse_box(args.box, path=scan.path)
+        check_box(box, scan=scan, **info.grid_for(box, scan.affine))  # box windows: any size fits
     model = TumorGen.load(args.model, device=args.device)
     with tqdm(total=args.num, desc="synthesize", unit="sample", disable=args.no_progress) as bar:
         results = model.synthesize(scan, box=args.box, num=args.num, steps=args.steps, seed=args.seed,
