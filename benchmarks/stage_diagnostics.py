@@ -7,6 +7,8 @@ A latent space that cannot hold a tumor cannot generate one, so each stage is ju
    latent error inside the box and the mask channel's calibration (mean m_hat inside the true latent
    tumor vs inside the box but outside it; Dice of m_hat > 0.5).
 3. Flow, sampled (N Euler steps from noise, the synthesis path): the same mask statistics.
+   With `flow.erase_context` the flow is conditioned on the window with its box erased, as in training
+   and synthesis.
 4. Refiner alone, fed the true latents and the true latent mask: Dice of its mask against the true
    full-resolution mask (its ceiling), and fed the sampled ones.
 
@@ -33,6 +35,7 @@ from tumorgen.flow import interpolate, joint_target, one_step_estimate, split_jo
 from tumorgen.intensity import model_to_suv
 from tumorgen.models.vae import decode_with_features, encode_mean
 from tumorgen.objective import sample_latents
+from tumorgen.synthesis.erase import erase_box
 from tumorgen.training.run_folder import load_run
 
 
@@ -99,8 +102,12 @@ def main(argv=None) -> int:
             if models.refiner is not None:
                 prob = torch.sigmoid(models.refiner(m, feats))[0, 0].numpy()
                 rows["refiner_true"].append({"dice": dice(prob, M)})
-            y = joint_target(z, m, s=s)
-            cond = torch.cat([z * (1 - box), box], dim=1)
+            context = z  # what the flow is conditioned on: the window, or with its box erased (as trained)
+            if cfg.flow.erase_context:
+                erased = erase_box(images[i, 0], boxes[i], rng=np.random.default_rng([args.seed, i]))
+                context = encode_mean(models.vae, torch.from_numpy(erased)[None, None].float()) * scale
+            y = joint_target(box * z + (1 - box) * context, m, s=s)
+            cond = torch.cat([context * (1 - box), box], dim=1)
             inside_tumor = (m > 0.5) & (box > 0)
             around = (m <= 0.5) & (box > 0)
             for t in one_step:
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
                 })
             noise = torch.randn((1, c + 1, *z.shape[2:]), generator=gen)
             z_s, m_s, _ = sample_latents(models, x, torch.from_numpy(boxes[i : i + 1]), scale_factor=scale,
-                                         steps=args.steps, noise=noise, latents=z / scale, s=s)
+                                         steps=args.steps, noise=noise, latents=context / scale, s=s)
             sample = {"m_hat_box_mean": float(m_s[box > 0].mean()),
                       "latent_tumor_fraction_true": float(m[box > 0].mean()),
                       "m_hat_above_half_share": float((m_s[box > 0] > 0.5).float().mean())}
