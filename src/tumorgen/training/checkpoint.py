@@ -121,7 +121,8 @@ def read_torch_file(path: str | Path, *, what: str = "checkpoint") -> Any:
             raise fail_on(path, f"refused: the file holds Python objects that would run code when loaded, "
                                 f"not a {what}") from None
         raise fail_on(path, f"is not a readable {what} (not a torch file, or corrupt)") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, AttributeError) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, AttributeError,
+            KeyError, IndexError, TypeError) as err:  # random bytes reach the unpickler's tables (seen: KeyError 255)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise fail_on(path, f"is not a readable {what} (truncated or not a torch file: {first})") from None
 
