@@ -67,7 +67,7 @@ from scipy import ndimage
 
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError, fail_on
-from tumorgen.evaluation.evaluate import PixelFeatures, box_mask, seam_step
+from tumorgen.evaluation.evaluate import PixelFeatures, box_mask, cached_features, seam_step
 from tumorgen.evaluation.fid import plane_features, scores_from_features
 from tumorgen.evaluation.generate import sample_seeds
 from tumorgen.evaluation.slices import PLANE_AXIS, PLANES, tumor_slice_indices
@@ -353,17 +353,8 @@ def _features(kind: str, inception: Path | None, device: str):
 
 def _real_features(cache: Path | None, key: dict, compute: Callable[[], dict]) -> dict:
     """Real cases' `plane_features`, kept in `cache` (when given) under a hash of what determines them."""
-    if cache is None:
-        return compute()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(cache) / f"paired-{digest}.npz"
-    if path.is_file():
-        with np.load(path) as stored:
-            return {plane: stored[plane] for plane in stored.files}
-    result = compute()
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **result)
-    return result
+    return cached_features(cache, f"paired-{digest}", compute)
 
 
 def _select_cases(dataset, args) -> tuple[list, list]:

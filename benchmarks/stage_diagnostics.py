@@ -31,6 +31,7 @@ import torch
 from tumorgen.bbox import box_indicator, downsample_mask
 from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import load_prepared
+from tumorgen.evaluation.segmentation_metrics import dice as segmentation_dice
 from tumorgen.flow import interpolate, joint_target, one_step_estimate, split_joint
 from tumorgen.intensity import model_to_suv
 from tumorgen.models.vae import decode_with_features, encode_mean
@@ -40,9 +41,8 @@ from tumorgen.training.run_folder import load_run
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
+    """Dice of two probability maps thresholded at 0.5 (`evaluation.segmentation_metrics.dice`)."""
+    return segmentation_dice(a > 0.5, b > 0.5)
 
 
 def psnr(x: np.ndarray, y: np.ndarray, peak: float) -> float:

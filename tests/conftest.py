@@ -62,6 +62,18 @@ def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int =
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train in-process on one thread for a test module: two OpenMP threads per process on a shared
+    2-core machine made the same small 3D step many times slower; restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def tiny_prep(tmp_path: Path) -> Path:
     """A PREP folder with 5 cases of 16^3 (train: 3 tumor + 1 healthy; test: 1 tumor)."""

@@ -94,14 +94,6 @@ def _assert_metrics_once_per_step(run: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, one_thread):
     """Uninterrupted VAE and TumorGen runs with the same config, trained in-process on one thread."""
     from conftest import write_tiny_prep

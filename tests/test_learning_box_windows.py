@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import write_tiny_prep
 
@@ -20,16 +19,8 @@ OVERRIDES = [  # the ibsi preset's design, at toy size (16^3 windows, 8^3 latent
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def box_run(tmp_path_factory):
+def box_run(tmp_path_factory, one_thread):
     """Toy box-window models trained for 150 + 300 steps (about 45 s of CPU): (PREP, run folder)."""
     from tumorgen.config import apply_overrides, load_config
     from tumorgen.training.tumorgen_stage import train_tumorgen
@@ -38,13 +29,8 @@ def box_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("box_run")
     prep = write_tiny_prep(root / "prep", size=32, n_cases=6, seed=3)
     config = apply_overrides(load_config("ibsi"), OVERRIDES)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_vae(data=prep, out=root / "vae", config=config, progress=False)
-        train_tumorgen(data=prep, vae_run=root / "vae", out=root / "run", config=config, progress=False)
-    finally:
-        torch.set_num_threads(before)
+    train_vae(data=prep, out=root / "vae", config=config, progress=False)
+    train_tumorgen(data=prep, vae_run=root / "vae", out=root / "run", config=config, progress=False)
     return prep, root / "run"
 
 

@@ -203,8 +203,7 @@ def measure_quality(*, plan, paths, say) -> dict:
     quality = {"vae_reconstruction": {**vae_reconstruction_error(vae, volumes, masks, suv_max=dataset.suv_max,
                                                                   intensity=kind),
                                       "split": "test" if dataset.split("test") else "train",
-                                      "on": "box windows" if kind != "linear" or vae_cfg.data.window == "box"
-                                      else "whole volumes"},
+                                      "on": "box windows" if vae_cfg.data.window == "box" else "whole volumes"},
                "vae_run": final_losses(paths.vae), "tumorgen_run": final_losses(paths.tumorgen)}
     real = load_real_tumors(paths)
     synthetic = load_synthetic(paths)

@@ -72,7 +72,8 @@ def _features_fn(features, inception, device) -> Callable:
     return InceptionFeatures(path=inception, device=str(resolve_inference_device(device)))
 
 
-def _cached_features(cache: Path | None, key: str, compute: Callable[[], dict]) -> dict:
+def cached_features(cache: Path | None, key: str, compute: Callable[[], dict]) -> dict:
+    """Per-plane features from `compute()`, kept in `cache/<key>.npz` (when a cache folder is given)."""
     if cache is None:
         return compute()
     path = Path(cache) / f"{key}.npz"
@@ -224,7 +225,7 @@ def evaluate_set(*, real: str | Path, generated: str | Path, out: str | Path, se
     for where in ("middle", "tumor"):
         n = 1 if where == "middle" else tumor_slices
         members = list(range(len(pool))) if where == "middle" else tumor_pool
-        real_feats = _cached_features(cache, f"{digest}-{feature_id}-{where}-{n}", lambda: plane_features(
+        real_feats = cached_features(cache, f"{digest}-{feature_id}-{where}-{n}", lambda: plane_features(
             [pool[i][0] for i in members], features=feature_fn, where=where, masks=[pool[i][1] for i in members],
             n_per_plane=n))
         test_rows = [members.index(i) for i in test_index if i in members]

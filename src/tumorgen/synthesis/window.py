@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorgen.intensity import model_to_suv, suv_to_model  # noqa: F401  (model_to_suv: re-exported)
+from tumorgen.intensity import suv_to_model
 
 # The VAE downsamples by 4 (METHOD.md, f = 4): a box edge that is not a multiple of 4 model voxels
 # would cut a latent voxel in two.
