@@ -106,15 +106,17 @@ class Bench:
         torch = self.torch
         image, boxes = self.batch(b)
         gen = torch.Generator(device=self.device).manual_seed(1)
+        uptake = torch.full((b,), 0.4, device=self.device) if self.models.uptake_condition else None
         if sampler == "rfm":
             from tumorgen.objective import sample_latents, sample_tumor
             from tumorgen.synthesis.region_decode import decode_region
 
             if decode == "full":
-                sample_tumor(self.models, image, boxes, scale_factor=self.scale, steps=steps, generator=gen)
+                sample_tumor(self.models, image, boxes, scale_factor=self.scale, steps=steps, generator=gen,
+                             uptake=uptake)
             else:
                 z_hat, m_hat, lat = sample_latents(self.models, image, boxes, scale_factor=self.scale, steps=steps,
-                                                   generator=gen)
+                                                   generator=gen, uptake=uptake)
                 for b in range(z_hat.shape[0]):  # one sample at a time, as model_generator decodes
                     decode_region(self.models.vae, self.models.refiner, z_hat[b : b + 1] / self.scale,
                                   m_hat[b : b + 1], lat[b].tolist(), margin=self.margin)

@@ -33,9 +33,9 @@ from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import load_prepared
 from tumorgen.evaluation.segmentation_metrics import dice as segmentation_dice
 from tumorgen.flow import interpolate, joint_target, one_step_estimate, split_joint
-from tumorgen.intensity import model_to_suv
+from tumorgen.intensity import model_to_suv, tumor_uptake
 from tumorgen.models.vae import decode_with_features, encode_mean
-from tumorgen.objective import sample_latents
+from tumorgen.objective import flow_condition, sample_latents
 from tumorgen.synthesis.erase import erase_box
 from tumorgen.training.run_folder import load_run
 
@@ -107,7 +107,11 @@ def main(argv=None) -> int:
                 erased = erase_box(images[i, 0], boxes[i], rng=np.random.default_rng([args.seed, i]))
                 context = encode_mean(models.vae, torch.from_numpy(erased)[None, None].float()) * scale
             y = joint_target(box * z + (1 - box) * context, m, s=s)
-            cond = torch.cat([context * (1 - box), box], dim=1)
+            # an uptake-conditioned model is told this tumor's own mean SUV (the diagnostic asks what
+            # the flow makes given it; the paired protocol draws uptakes as synthesis does)
+            uptake = (torch.from_numpy(tumor_uptake(images[i : i + 1], masks[i : i + 1], suv_max=suv_max, kind=kind))
+                      if models.uptake_condition else None)
+            cond = flow_condition(context * (1 - box), box, uptake, models)
             inside_tumor = (m > 0.5) & (box > 0)
             around = (m <= 0.5) & (box > 0)
             for t in one_step:
@@ -124,7 +128,8 @@ def main(argv=None) -> int:
                 })
             noise = torch.randn((1, c + 1, *z.shape[2:]), generator=gen)
             z_s, m_s, _ = sample_latents(models, x, torch.from_numpy(boxes[i : i + 1]), scale_factor=scale,
-                                         steps=args.steps, noise=noise, latents=context / scale, s=s)
+                                         steps=args.steps, noise=noise, latents=context / scale, s=s,
+                                         uptake=uptake)
             sample = {"m_hat_box_mean": float(m_s[box > 0].mean()),
                       "latent_tumor_fraction_true": float(m[box > 0].mean()),
                       "m_hat_above_half_share": float((m_s[box > 0] > 0.5).float().mean())}
@@ -132,6 +137,10 @@ def main(argv=None) -> int:
                 _, feats_s = decode_with_features(models.vae, z_s / scale)
                 prob_s = torch.sigmoid(models.refiner(m_s, feats_s))[0, 0].numpy()
                 sample["mask_volume_ratio"] = float((prob_s > 0.5).sum() / max(M.sum(), 1))
+                image_s = decode_with_features(models.vae, z_s / scale)[0][0, 0].numpy()
+                gen_suv = model_to_suv(image_s, suv_max=suv_max, kind=kind)
+                if (prob_s > 0.5).any():
+                    sample["suv_mean_ratio"] = float(gen_suv[prob_s > 0.5].mean() / real_suv[t_in].mean())
             rows["sampled"].append(sample)
 
     def mean(items, key):
@@ -163,6 +172,9 @@ def main(argv=None) -> int:
     if summary["refiner_on_true_latents_dice"] is not None:
         lines.append(f"| refiner on true latents | Dice vs true mask | {summary['refiner_on_true_latents_dice']:.2f} |")
         lines.append(f"| refiner on sampled latents | mask volume / real | {sm.get('mask_volume_ratio', float('nan')):.2f} |")
+        lines.append(f"| decoded sample in its mask | mean SUV / real (uptake condition: "
+                     f"{'the real tumor' if models.uptake_condition else 'none'}) | "
+                     f"{sm.get('suv_mean_ratio') or float('nan'):.2f} |")
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

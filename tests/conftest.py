@@ -15,7 +15,8 @@ import pytest
 from tumorgen.io.nifti import save_volume
 
 
-def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int = 0) -> Path:
+def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int = 0,
+                    uptakes: tuple[float, ...] = (0.6,)) -> Path:
     """Write a PREP folder of `n_cases` cubes of side `size`; the last case is healthy.
 
     Args:
@@ -23,6 +24,7 @@ def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int =
         size: volume side in voxels (a multiple of 4).
         n_cases: number of cases; the first n-1 carry one tumor each.
         seed: numpy seed for the blobs and the noise.
+        uptakes: what tumor i adds to the image (SUV / suv_max), cycled over the tumors.
     """
     rng = np.random.default_rng(seed)
     cases_dir = root / "cases"
@@ -42,7 +44,7 @@ def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int =
             radii = rng.uniform(size * 0.1, size * 0.2, size=3)
             inside = (((grid - center[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) <= 1.0
             mask[inside] = 1
-            image = image + 0.6 * inside
+            image = image + uptakes[i % len(uptakes)] * inside
         image = np.clip(image, 0.0, 1.0).astype(np.float32)
         save_volume(image, affine, cases_dir / f"{name}_image.nii.gz")
         save_volume(mask, affine, cases_dir / f"{name}_mask.nii.gz", dtype=np.uint8)

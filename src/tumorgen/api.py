@@ -132,6 +132,7 @@ class TumorGen:
         ct=None,
         feather: int = 3,
         match_noise: bool = True,
+        suv_mean: float | None = None,
         on_samples: Callable[[int], None] | None = None,
     ) -> list[SynthesisResult]:
         """Generate `num` tumors into a scan; each result is on the scan's own grid.
@@ -149,6 +150,8 @@ class TumorGen:
             ct: a CT in HU on the scan's grid, whose lungs sampled boxes go into (path, `Volume`, array).
             feather: seam width in voxels, inside the box.
             match_noise: give the generated region the scan's noise grain.
+            suv_mean: how hot the tumors are (mean SUV inside the mask), for a model trained with
+                `flow.uptake_condition`; default: each sample takes one training tumor's.
             on_samples: called with the number of samples just finished (for progress bars).
         """
         from tumorgen.synthesis.model_generator import model_generator
@@ -164,7 +167,7 @@ class TumorGen:
             ct_volume = as_volume(ct, like=scan, what="CT")
             check_same_grid(scan, ct_volume)
         chosen = [tuple(box)] if box is not None else ([tuple(b) for b in boxes] if boxes else None)
-        generate = model_generator(self.run, steps=steps, device=self.device)
+        generate = model_generator(self.run, steps=steps, device=self.device, suv_mean=suv_mean)
         if on_samples is not None:
             inner = generate
 

@@ -85,6 +85,10 @@ class FlowConfig:
     # training and at synthesis: encoded latents next to the box "see" into it, so a model trained on
     # windows that still hold the tumor learns to copy that rim and makes small, cold tumors in a
     # healthy scan (measured on IBSI validation: volume 0.50x, mean SUV 0.57x of real)
+    uptake_condition: bool = False  # condition the flow on the tumor's mean SUV (one extra input channel,
+    # the value inside the box): with the box erased nothing in the window says how hot the tumor was,
+    # and an unconditioned model averages hot and cold tumors into a cold one (IBSI test: mean SUV
+    # 0.48x of real). Synthesis takes the user's SUV or draws one of the training tumors' (data.json)
     outside_weight: float = 1.0  # flow-loss weight of latent voxels outside the box (inside: 1); the
     # sampler overwrites them with the known path, so <1 spends the model on the tumor
     refiner_every: int = 1  # run the VAE decode + refiner every N steps: decoding is the CPU cost
@@ -266,6 +270,8 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(cfg.flow.refiner_margin is None or cfg.flow.refiner_margin >= 0, "flow.refiner_margin must be >= 0 (or none)")
     need(cfg.flow.sample_steps >= 1, "flow.sample_steps must be at least 1")
     need(0.0 <= cfg.flow.outside_weight <= 1.0, "flow.outside_weight must be in [0, 1]")
+    need(not cfg.flow.uptake_condition or cfg.data.window == "box",
+         "flow.uptake_condition needs data.window = 'box' (the uptake is measured on the box windows)")
     need(cfg.vae.tumor_weight >= 1.0, "vae.tumor_weight must be >= 1")
     need(cfg.data.window in ("volume", "box"), f"data.window must be 'volume' or 'box', got {cfg.data.window!r}")
     need(cfg.data.intensity in ("linear", "log"), f"data.intensity must be 'linear' or 'log', got {cfg.data.intensity!r}")

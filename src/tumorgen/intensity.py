@@ -40,3 +40,21 @@ def model_to_suv(x, *, suv_max: float, kind: str = "linear") -> np.ndarray:
     if kind == "log":
         return np.expm1(clipped * np.log1p(suv_max)).astype(np.float32)
     return (clipped * suv_max).astype(np.float32)
+
+
+def tumor_uptake(images, masks, *, suv_max: float, kind: str = "linear") -> np.ndarray:
+    """Each tumor's mean SUV, mapped to model range: the flow's uptake condition `(N,)` float32.
+
+    Args:
+        images: `(N, ...)` volumes in model range (of `kind`).
+        masks: `(N, ...)` tumor masks; every one must hold a tumor voxel.
+    """
+    images, masks = np.asarray(images), np.asarray(masks) > 0
+    if images.shape != masks.shape:
+        raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
+    means = []
+    for image, mask in zip(images, masks):
+        if not mask.any():
+            raise ValueError("a mask holds no tumor: its uptake is undefined")
+        means.append(float(model_to_suv(image[mask], suv_max=suv_max, kind=kind).mean()))
+    return suv_to_model(np.array(means), suv_max=suv_max, kind=kind).reshape(-1)

@@ -47,12 +47,20 @@ class TumorGenModels:
         self.vae.eval()
         self.factor = latent_factor(self.vae)
 
-    @property
-    def latent_channels(self) -> int:
+    def _bare_unet(self) -> VelocityUNet:
         unet = self.unet
         for wrapper_attr in ("module", "_orig_mod"):  # see through DDP and torch.compile wrappers
             unet = getattr(unet, wrapper_attr, unet)
-        return unet.out_channels - 1
+        return unet
+
+    @property
+    def latent_channels(self) -> int:
+        return self._bare_unet().out_channels - 1
+
+    @property
+    def uptake_condition(self) -> bool:
+        """Whether the U-Net takes the tumor's uptake as an extra input channel (`flow.uptake_condition`)."""
+        return self._bare_unet().in_channels == 2 * self.latent_channels + 3
 
     def trainable(self) -> nn.ModuleDict:
         """The trained networks as one module: for optimizers, EMA and checkpoints (no VAE weights)."""
@@ -60,6 +68,26 @@ class TumorGenModels:
         if self.refiner is not None:
             modules["refiner"] = self.refiner
         return nn.ModuleDict(modules)
+
+
+def flow_condition(z_box: torch.Tensor, box: torch.Tensor, uptake: torch.Tensor | None,
+                   models: TumorGenModels) -> torch.Tensor:
+    """The U-Net's condition channels: `[z_B ; B]`, plus `B * u` when the model is uptake-conditioned.
+
+    The uptake `u` (B,) is the tumor's mean SUV in model range (`intensity.tumor_uptake`); it is
+    written inside the box only, like the box itself, so the condition stays local to the tumor.
+    """
+    parts = [z_box, box]
+    if models.uptake_condition:
+        if uptake is None:
+            raise ValueError("this model is conditioned on the tumor's uptake (flow.uptake_condition): give one per sample")
+        u = torch.as_tensor(uptake, dtype=box.dtype, device=box.device).reshape(-1, 1, 1, 1, 1)
+        if u.shape[0] != box.shape[0]:
+            raise ValueError(f"{u.shape[0]} uptake values for {box.shape[0]} samples: one each")
+        parts.append(box * u)
+    elif uptake is not None:
+        raise ValueError("this model was trained without flow.uptake_condition: it cannot take an uptake")
+    return torch.cat(parts, dim=1)
 
 
 def _check_ablate(ablate: frozenset[str] | set[str] | tuple) -> frozenset[str]:
@@ -97,7 +125,9 @@ def training_losses(
             box before cutting the window around it), replaces the BA-PMG draw here. An optional
             "context" (B, c, h, w, d), the scaled latents of the same windows with the box erased
             (`flow.erase_context`), is what the model is conditioned on and what the target holds
-            outside the box: synthesis erases the box before encoding the same way.
+            outside the box: synthesis erases the box before encoding the same way. "uptake" (B,), the
+            tumors' mean SUV in model range (`intensity.tumor_uptake`), is required by a model with
+            `flow.uptake_condition` and refused by one without.
         scale_factor: the VAE's latent scale (1 / std of the training latents).
         alpha: BA-PMG expansion factor.
         s: half range of the mask channel in the joint target.
@@ -147,7 +177,8 @@ def training_losses(
     eps = torch.randn(y.shape, generator=generator, device=gen_device).to(device, y.dtype)
     t = sample_t(y.shape[0], kind=time_sampling, generator=generator, device=gen_device).to(device)
     x_t = interpolate(eps, y, t)
-    v_hat = models.unet(torch.cat([x_t, z_box, box], dim=1), t)  # (B, c + 1, h, w, d)
+    cond = flow_condition(z_box, box, batch.get("uptake"), models)  # (B, c + 1 [+ 1], h, w, d)
+    v_hat = models.unet(torch.cat([x_t, cond], dim=1), t)  # (B, c + 1, h, w, d)
     if outside_weight == 1.0:
         rfm = F.mse_loss(v_hat, y - eps)
     else:  # a weighted mean: inside the box 1, outside `outside_weight`
@@ -267,6 +298,7 @@ def sample_latents(
     s: float = 1.0,
     noise: torch.Tensor | None = None,
     latents: torch.Tensor | None = None,
+    uptake: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-2 (METHOD.md section 5): sampled latents and latent mask inside each box.
 
@@ -285,6 +317,7 @@ def sample_latents(
             sample does not depend on its batch); default: drawn here from `generator`.
         latents: `encode_mean(vae, image)` (unscaled) when the caller already has it (e.g. encoded
             one sample at a time); default: encoded here.
+        uptake: `(B,)` each tumor's mean SUV in model range, for a model with `flow.uptake_condition`.
 
     Returns:
         (z_hat (B, c, h, w, d) scaled latents (divide by `scale_factor` to decode), m_hat (B, 1, h, w, d)
@@ -303,7 +336,7 @@ def sample_latents(
     if ((boxes[:, 3:] - boxes[:, :3]) <= 0).any():
         raise ValueError(f"a box is empty or outside the volume: {boxes_image_grid.tolist()}")
     box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
-    cond = torch.cat([z * (1.0 - box), box], dim=1)  # (B, c + 1, h, w, d)
+    cond = flow_condition(z * (1.0 - box), box, uptake, models)  # (B, c + 1 [+ 1], h, w, d)
     known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
     if noise is None:
         noise = torch.randn(known.shape, generator=generator, device=gen_device)
@@ -326,6 +359,7 @@ def sample_tumor(
     generator: torch.Generator | None = None,
     s: float = 1.0,
     refiner_margin: int | None = None,
+    uptake: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-3 (METHOD.md section 5): `sample_latents`, then decode and refine the mask.
 
@@ -336,7 +370,7 @@ def sample_tumor(
         mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
     """
     z_hat, m_hat, latent_boxes = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor,
-                                                steps=steps, generator=generator, s=s)
+                                                steps=steps, generator=generator, s=s, uptake=uptake)
     image_hat = decode(models.vae, z_hat / scale_factor)
     box = box_indicator(latent_boxes, tuple(m_hat.shape[2:]))
     mask_prob = refine_mask(models, z_hat, m_hat, box, scale_factor=scale_factor, margin=refiner_margin)

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feather", type=int, default=3, help="seam width in voxels, inside the box (default 3)")
     parser.add_argument("--no-match-noise", action="store_true",
                         help="keep the model's smooth output instead of giving it the scan's noise grain")
+    parser.add_argument("--suv-mean", type=float, default=None, metavar="SUV",
+                        help="how hot the tumors are (mean SUV inside the mask), for a model trained with "
+                             "flow.uptake_condition; default: each sample takes one training tumor's")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace this case's existing outputs in --out")
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("num", "steps", "batch"):
         if getattr(args, flag) < 1:
             raise TumorGenError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.suv_mean is not None and not args.suv_mean > 0:
+        raise TumorGenError(f"--suv-mean must be a positive SUV, got {args.suv_mean}")
     if args.feather < 0:
         raise TumorGenError(f"--feather must be 0 or more voxels, got {args.feather}")
     # every input is read and checked before the model loads and before anything is written
@@ -84,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=args.num, desc="synthesize", unit="sample", disable=args.no_progress) as bar:
         results = model.synthesize(scan, box=args.box, num=args.num, steps=args.steps, seed=args.seed,
                                    batch=args.batch, organ_mask=organ_mask, ct=ct, feather=args.feather,
-                                   match_noise=not args.no_match_noise, on_samples=bar.update)
+                                   match_noise=not args.no_match_noise, suv_mean=args.suv_mean,
+                                   on_samples=bar.update)
     manifest = write_outputs(results, scan_path=args.input, out_dir=out, case_name=case, overwrite=args.overwrite,
                              manifest_extra={"model": model.model_record(), "steps": args.steps, "seed": args.seed,
-                                             "feather": args.feather, "match_noise": not args.no_match_noise})
+                                             "feather": args.feather, "match_noise": not args.no_match_noise,
+                                             "suv_mean": args.suv_mean})
     entry = next(c for c in manifest["cases"] if c["case"] == case)
     print(sample_table(entry["samples"]))
     print(f"wrote {len(results)} sample(s) of {case} to {out} (NIfTI, PNG previews, manifest.json)")

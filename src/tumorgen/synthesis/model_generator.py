@@ -68,6 +68,38 @@ def erase_in_windows(windows: torch.Tensor, boxes: torch.Tensor, seeds: list[int
     return torch.stack(out)[:, None].to(windows.device, windows.dtype)
 
 
+def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None) -> torch.Tensor | None:
+    """Each sample's uptake condition `(B,)` in model range, or None for a model without one.
+
+    A model trained with `flow.uptake_condition` is told how hot to make the tumor: the user's mean
+    SUV, or else one training tumor's mean SUV (`data.json`'s `tumor_uptake_suv`) drawn from the
+    sample's own seed, so the generated uptakes follow the training tumors' and a sample still
+    depends on its seed alone.
+    """
+    import numpy as np
+
+    from tumorgen.errors import TumorGenError, fail_on
+    from tumorgen.intensity import suv_to_model
+
+    if not run.models.uptake_condition:
+        if suv_mean is not None:
+            raise TumorGenError(f"the model in {run.run_dir} was trained without flow.uptake_condition: "
+                                "it cannot be given a mean SUV (drop --suv-mean)")
+        return None
+    info = run.data_info
+    suv_max = float(info["suv_max"])
+    if suv_mean is not None:
+        if not 0.0 < float(suv_mean) <= suv_max:
+            raise TumorGenError(f"mean SUV {suv_mean} is outside the model's range (0, {suv_max:g}]")
+        suvs = [float(suv_mean)] * len(seeds)
+    else:
+        pool = info.get("tumor_uptake_suv")
+        if not pool:
+            raise fail_on(run.run_dir / "data.json", "has no tumor_uptake_suv for its uptake-conditioned model")
+        suvs = [float(np.random.default_rng([int(s), 5]).choice(pool)) for s in seeds]
+    return torch.from_numpy(suv_to_model(suvs, suv_max=suv_max, kind=info.get("intensity", "linear")))
+
+
 def model_generator(
     run: LoadedRun,
     *,
@@ -76,6 +108,7 @@ def model_generator(
     decode: str = "full",
     margin: int | None = None,
     batch_unet: bool | None = None,
+    suv_mean: float | None = None,
 ) -> Callable:
     """Wrap a loaded run as `generate(window_image, boxes_in_window, seeds) -> (image_hat, mask_prob)`.
 
@@ -89,6 +122,8 @@ def model_generator(
         margin: latent voxels around the box for "region" (default `region_decode.DEFAULT_MARGIN`).
         batch_unet: one batched Euler loop (True) or one per sample (False, bit-identical across
             batch sizes); default: batched on CUDA only.
+        suv_mean: the tumors' mean SUV, for a model trained with `flow.uptake_condition`; default: each
+            sample draws one training tumor's (`uptake_for_samples`).
 
     Returns:
         The callable of `synthesis.pipeline`'s contract; its outputs are float32 on the CPU.
@@ -104,6 +139,7 @@ def model_generator(
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     steps = int(steps)
+    uptake_for_samples(run, [0], suv_mean)  # refuse a bad suv_mean now, not at the first sample
     margin = DEFAULT_MARGIN if margin is None else int(margin)
     if device is None:
         device = next(run.models.unet.parameters()).device
@@ -147,9 +183,11 @@ def model_generator(
             joint_shape = (1, models.latent_channels + 1, *z.shape[2:])
             noise = torch.cat([torch.randn(joint_shape, generator=torch.Generator(device=device).manual_seed(int(s)),
                                            device=device) for s in seeds])  # (B, c + 1, h, w, d)
+            uptake = uptake_for_samples(run, seeds, suv_mean)  # (B,) or None
             groups = [slice(0, len(seeds))] if batch_unet else [slice(b, b + 1) for b in range(len(seeds))]
             sampled = [sample_latents(models, windows[g], boxes_in_window[g].to(device), scale_factor=scale,
-                                      steps=steps, noise=noise[g], latents=z[g], s=run.config.flow.s)
+                                      steps=steps, noise=noise[g], latents=z[g], s=run.config.flow.s,
+                                      uptake=None if uptake is None else uptake[g].to(device))
                        for g in groups]
             z_hat, m_hat, latent_boxes = (torch.cat(parts) for parts in zip(*sampled))  # (B, ...) each
             for b in range(len(seeds)):

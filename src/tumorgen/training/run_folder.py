@@ -96,9 +96,11 @@ def build_flow_models(cfg: Config, vae: nn.Module) -> nn.ModuleDict:
     """The trained part of TumorGen, `{"unet": SC-VFE, "refiner": VMR}`, initialised from `train.seed`."""
     f = cfg.flow
     with seeded_init(cfg.train.seed):
-        unet = build_velocity_unet(latent_channels=cfg.vae.latent_channels, channels=f.channels,
+        c = cfg.vae.latent_channels  # in: x_t (c + 1), z_B (c), B (1), and B * uptake when conditioned
+        unet = build_velocity_unet(latent_channels=c, channels=f.channels,
                                    attention_levels=f.attention_levels, num_res_blocks=f.num_res_blocks,
-                                   num_head_channels=f.num_head_channels, norm_num_groups=f.norm_num_groups)
+                                   num_head_channels=f.num_head_channels, norm_num_groups=f.norm_num_groups,
+                                   in_channels=2 * c + 2 + int(f.uptake_condition))
         refiner = MaskRefiner(feature_channels=decoder_feature_channels(vae), widths=f.refiner_widths)
     return nn.ModuleDict({"unet": unet, "refiner": refiner})
 

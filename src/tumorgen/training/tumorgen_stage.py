@@ -12,7 +12,9 @@ The refiner needs a VAE decode of the one-step estimate, the dominant cost on a 
 
 With `data.window = "box"` stage 2 trains on box windows (`data.box_windows`): `data.windows_per_case`
 windows per training tumor, each around its own BA-PMG box, cut and encoded once; the box indicator
-comes with each window, and the flow loss outside it is weighted `flow.outside_weight`.
+comes with each window, and the flow loss outside it is weighted `flow.outside_weight`. With
+`flow.uptake_condition` each window also carries its tumor's mean SUV (`intensity.tumor_uptake`), and
+`data.json` lists the training tumors' mean SUVs, from which synthesis draws when a user gives none.
 
 `data.json` records what synthesis needs from the data: grid size, spacing, `suv_max`, orientation
 and the sizes of the training tumors' tight boxes (in voxels and mm), from which boxes are sampled.
@@ -34,6 +36,7 @@ from tumorgen.config import Config, to_dict
 from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
+from tumorgen.intensity import tumor_uptake
 from tumorgen.io.atomic import atomic_path, write_json
 from tumorgen.models.vae import encode_mean, latent_factor
 from tumorgen.training import distributed
@@ -51,8 +54,12 @@ def tight_box_sizes(mask: np.ndarray) -> list[int]:
 
 
 def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affines: list[np.ndarray], *,
-                  vae_sha256: str, config: Config | None = None, latent_factor: int = 4) -> dict:
-    """The run's data.json: what synthesis needs to know about the training data and the model's window."""
+                  vae_sha256: str, config: Config | None = None, latent_factor: int = 4,
+                  images: list[np.ndarray] | None = None) -> dict:
+    """The run's data.json: what synthesis needs to know about the training data and the model's window.
+
+    `images` (the prepared volumes, SUV / suv_max) are needed when the model is uptake-conditioned.
+    """
     spacings = np.array([np.sqrt((a[:3, :3] ** 2).sum(axis=0)) for a in affines])  # (N, 3) mm
     boxes_vox = [tight_box_sizes(m) for m in masks]
     boxes_mm = [[float(v * s) for v, s in zip(b, sp)] for b, sp in zip(boxes_vox, spacings)]
@@ -71,6 +78,12 @@ def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affi
         padded = [[float((v + 2 * config.data.box_pad) * s) for v, s in zip(b, sp)] for b, sp in zip(boxes_vox, spacings)]
         info.update(window="box", size=[config.data.window_size] * 3, box_fill=config.data.box_fill,
                     intensity=config.data.intensity, box_sizes_mm=padded)
+    if config is not None and config.flow.uptake_condition:
+        if images is None:
+            raise ValueError("an uptake-conditioned model's data.json needs the training images")
+        # what synthesis draws a tumor's uptake from when the user gives none: one training tumor's mean SUV
+        info["tumor_uptake_suv"] = [round(float(im[m > 0].mean()) * float(dataset.suv_max), 4)
+                                    for im, m in zip(images, masks)]
     return info
 
 
@@ -138,13 +151,14 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
             shutil.copyfile(vae_path, tmp)
         write_json(out / "data.json", describe_data(dataset, cases, [m for _, m, _ in loaded],
                                                      [a for _, _, a in loaded], vae_sha256=sha256_of(out / "vae.pt"),
-                                                     config=config, latent_factor=factor))
+                                                     config=config, latent_factor=factor,
+                                                     images=[im for im, _, _ in loaded]))
     if info.is_main:
         write_run_config(config, out)
     distributed.barrier(info)
     vae_sha = sha256_of(out / "vae.pt")
 
-    boxes = None
+    boxes = uptake = None
     if config.data.window == "box":  # a bank of box windows, encoded once (the VAE is frozen)
         spec = box_window_spec(config, dataset.suv_max)
         count = config.data.windows_per_case * len(loaded)
@@ -154,6 +168,9 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
         images, masks = torch.from_numpy(bank_images), torch.from_numpy(bank_masks)  # (N*K, 1, S, S, S)
         latent_shape = tuple(s // factor for s in images.shape[2:])
         boxes = box_indicator(torch.from_numpy(bank_boxes) // factor, latent_shape)  # (N*K, 1, h, w, d)
+        if config.flow.uptake_condition:  # each window's tumor mean SUV, in model range
+            uptake = torch.from_numpy(tumor_uptake(bank_images, bank_masks, suv_max=dataset.suv_max,
+                                                   kind=spec.intensity))  # (N*K,)
     latents = encode_latents(vae, images, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
     context = None
     if boxes is not None and config.flow.erase_context:  # the same windows with their box erased
@@ -175,6 +192,8 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
             batch["box"] = boxes[chosen].to(info.device)  # (B, 1, h, w, d)
         if context is not None:
             batch["context"] = context[chosen].to(info.device)  # (B, c, h, w, d)
+        if uptake is not None:
+            batch["uptake"] = uptake[chosen].to(info.device)  # (B,)
         models = objective.TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
         # (step + 1): the logged steps (multiples of log_every) are refiner steps, so "rec" shows in metrics
         run_refiner = (step + 1) % config.flow.refiner_every == 0 and "no_vmr" not in ablate
