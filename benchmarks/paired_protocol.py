@@ -30,7 +30,8 @@ the same scan, so the real scan is the answer key:
   and seconds per sample (the method's call only; the erase is the protocol's).
 
 Methods: `tumorgen` (a `tumorgen train` run, one table row per Euler step count in --steps, named
-`tumorgen-N`), `syntumor` (the
+`tumorgen-N`; an uptake-conditioned run draws each tumor's mean SUV from the training tumors', and adds
+rows `tumorgen-N-told` for N in --told-steps, told each real tumor's mean SUV), `syntumor` (the
 rule-based baseline, uptake fitted to the training tumors), `blob` (an anchor: a hot ellipsoid with
 semi-axes 0.4 x the box extent, centred in the box, a Gaussian-smoothed (sigma 1 voxel) profile scaled so
 its mean SUV in the mask is the training tumors' median mean SUV; the mask is the ellipsoid), `empty`
@@ -99,6 +100,7 @@ COLUMNS = (
     Column("KID(Avg)", "KID_Avg", "{:.4f}", std_key="KID_Avg_spread"),
     Column("mean SUV ratio", "mean_ratio_median", "{:.2f}"),
     Column("mean ±20%", "mean_within", "{:.0%}"),
+    Column("median mean SUV gen/real", "mean_suv_of_medians", "{:.2f}"),
     Column("max SUV ratio", "max_ratio_median", "{:.2f}"),
     Column("volume ratio", "volume_ratio_median", "{:.2f}"),
     Column("volume ±30%", "volume_within", "{:.0%}"),
@@ -180,9 +182,13 @@ def syntumor_generator(train_suv: list[np.ndarray], train_masks: list[np.ndarray
     return generate
 
 
-def tumorgen_generator(tg, steps: int) -> Callable:
+def tumorgen_generator(tg, steps: int, *, told: bool = False) -> Callable:
+    """TumorGen through its public API; `told`: an uptake-conditioned model is given the real tumor's mean
+    SUV (what a user asking for a given uptake gets), else it draws one of the training tumors'."""
     def generate(case: Case):
-        res = tg.synthesize(case.erased, affine=case.affine, box=case.box, steps=steps, seed=case.seed)[0]
+        suv_mean = float(case.suv[case.mask > 0].mean()) if told else None
+        res = tg.synthesize(case.erased, affine=case.affine, box=case.box, steps=steps, seed=case.seed,
+                            suv_mean=suv_mean)[0]
         return res.image, res.mask
 
     return generate
@@ -239,6 +245,9 @@ def summarize(per_case: list[dict]) -> dict:
         "n_cases": n,
         "mean_ratio_median": median("mean_ratio"),
         "mean_within": float(np.mean([r is not None and abs(r - 1) <= MEAN_TOLERANCE for r in mean_ratios])),
+        # the distributions, not the pairs: a generator that cannot know the erased tumor's uptake can
+        # still match how hot tumors are over the cases
+        "mean_suv_of_medians": (median("mean_suv") / median("real_mean_suv")) if median("mean_suv") else None,
         "max_ratio_median": median("max_ratio"),
         "volume_ratio_median": median("volume_ratio"),
         "volume_within": float(np.mean([abs(c["volume_ratio"] - 1) <= VOLUME_TOLERANCE for c in per_case])),
@@ -426,6 +435,9 @@ def run_protocol(args: argparse.Namespace, stage: Path) -> dict:
 
                 tg = TumorGen.load(args.tumorgen, device=args.device)
                 made = {f"tumorgen-{n}": tumorgen_generator(tg, n) for n in steps}
+                if tg.run.models.uptake_condition:
+                    told = [int(v) for v in _parse_list(args.told_steps, "told steps")] if args.told_steps else []
+                    made.update({f"tumorgen-{n}-told": tumorgen_generator(tg, n, told=True) for n in told})
             else:
                 try:
                     made = {f"{method}-{args.baseline_sampler}-{args.baseline_steps}": baseline_generator(
@@ -562,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-seed", type=int, default=0, help="with --split val, seeds the draw")
     parser.add_argument("--tumorgen", type=Path, default=None, help="a `tumorgen train` run folder")
     parser.add_argument("--steps", default="10", help="Euler step counts for TumorGen, comma-separated")
+    parser.add_argument("--told-steps", default="10",
+                        help="for an uptake-conditioned TumorGen, also rows `tumorgen-N-told` given each real "
+                             "tumor's mean SUV (comma-separated step counts; empty: none)")
     parser.add_argument("--difftumor", type=Path, default=None, help="a DiffTumor run folder")
     parser.add_argument("--bld", type=Path, default=None, help="a BLD run folder")
     parser.add_argument("--baseline-steps", type=int, default=50, help="sampling steps for difftumor / bld")
