@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tumorgen.cli import main
-from tumorgen.demo import plan_demo
-from tumorgen.demo_quality import connected_components, noise_inside_vs_outside, summarize
+from tumorgen.demo.plan import plan_demo
+from tumorgen.demo.quality import connected_components, noise_inside_vs_outside, summarize
 from tumorgen.training.run_setup import sha256_of
 
 
@@ -128,7 +128,7 @@ def _fake_run(run_dir, *, step: int, seconds: float):
 def test_training_stage_resumes_with_the_time_left_or_is_reused(tmp_path, spent_seconds, expect):
     from types import SimpleNamespace
 
-    from tumorgen.demo_stages import _train
+    from tumorgen.demo.stages import _train
 
     plan = plan_demo(minutes=12.0)
     run_dir = tmp_path / "vae"
@@ -150,7 +150,7 @@ def test_training_stage_resumes_with_the_time_left_or_is_reused(tmp_path, spent_
 def test_training_stage_restarts_a_run_interrupted_before_its_first_checkpoint(tmp_path):
     from types import SimpleNamespace
 
-    from tumorgen.demo_stages import _train
+    from tumorgen.demo.stages import _train
 
     run_dir = tmp_path / "vae"
     (run_dir / "checkpoints").mkdir(parents=True)  # claimed, then killed: no last.pt

@@ -99,7 +99,7 @@ def short_name(case: str) -> str:
 
 def write_demo_montage(*, paths, plan) -> Path:
     """Real test-split tumors (then training ones) above synthetic samples, as OUT/montage.png."""
-    from tumorgen.demo_stages import load_real_tumors, load_synthetic
+    from tumorgen.demo.plan import load_real_tumors, load_synthetic
 
     real = load_real_tumors(paths, split="test") + load_real_tumors(paths, split="train")
     synthetic = load_synthetic(paths)

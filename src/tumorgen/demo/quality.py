@@ -183,7 +183,7 @@ def final_losses(run_dir) -> dict:
 def measure_quality(*, plan, paths, say) -> dict:
     """All the demo's numbers, as one JSON-ready dict (report.md renders it)."""
     from tumorgen.data.prepared import load_prepared
-    from tumorgen.demo_stages import load_real_tumors, load_synthetic
+    from tumorgen.demo.plan import load_real_tumors, load_synthetic
     from tumorgen.training.run_folder import load_vae
 
     dataset = load_prepared(paths.prep)
