@@ -16,7 +16,7 @@ from test_learning_box_windows import OVERRIDES
 
 
 def test_tumor_uptake_is_the_mean_suv_in_the_mask_on_the_models_scale():
-    from tumorgen.intensity import suv_to_model, tumor_uptake
+    from tumorgen.data.intensity import suv_to_model, tumor_uptake
 
     suv = np.zeros((2, 4, 4, 4), dtype=np.float32)
     masks = np.zeros_like(suv)

@@ -115,9 +115,9 @@ def vae_reconstruction_error(vae, volumes: Sequence[np.ndarray], masks: Sequence
         volumes: (X, Y, Z) model-range ([0, 1]) arrays, e.g. the PREP test split.
         masks: their tumor masks (empty for healthy cases).
         suv_max: the SUV that maps to 1, to report the error in SUV.
-        intensity: the volumes' intensity scale (`tumorgen.intensity`).
+        intensity: the volumes' intensity scale (`tumorgen.data.intensity`).
     """
-    from tumorgen.intensity import model_to_suv
+    from tumorgen.data.intensity import model_to_suv
 
     import torch
 

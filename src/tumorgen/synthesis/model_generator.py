@@ -79,7 +79,7 @@ def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None)
     import numpy as np
 
     from tumorgen.errors import TumorGenError, fail_on
-    from tumorgen.intensity import suv_to_model
+    from tumorgen.data.intensity import suv_to_model
 
     if not run.models.uptake_condition:
         if suv_mean is not None:

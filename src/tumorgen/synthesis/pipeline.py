@@ -36,7 +36,7 @@ from tumorgen.synthesis.manifest import (
     tumor_stats,
 )
 from tumorgen.synthesis.preview import write_preview
-from tumorgen.intensity import model_to_suv
+from tumorgen.data.intensity import model_to_suv
 from tumorgen.synthesis.window import box_window_spacing, cut_window, window_to_scan_values
 
 # A PET scan in SUV has no large negative values and rarely exceeds ~100; a CT (HU, down to -1000)
@@ -58,7 +58,7 @@ class ModelInfo:
         window: "volume" (a fixed grid at `spacing`: the box must fit in it) or "box" (the window's
             spacing follows each box so that it spans `box_fill` voxels per axis: any box fits).
         box_fill: with window "box", window voxels a box spans per axis.
-        intensity: the model's intensity scale, "linear" or "log" (`tumorgen.intensity`).
+        intensity: the model's intensity scale, "linear" or "log" (`tumorgen.data.intensity`).
         latent_factor: the VAE's downsampling factor; boxes in the window are whole latent voxels.
     """
 

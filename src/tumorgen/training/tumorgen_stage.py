@@ -36,7 +36,7 @@ from tumorgen.config import Config, to_dict
 from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
-from tumorgen.intensity import tumor_uptake
+from tumorgen.data.intensity import tumor_uptake
 from tumorgen.io.atomic import atomic_path, write_json
 from tumorgen.models.vae import encode_mean, latent_factor
 from tumorgen.training import distributed
