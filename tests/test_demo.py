@@ -11,7 +11,7 @@ import pytest
 from tumorgen.cli import main
 from tumorgen.demo.plan import plan_demo
 from tumorgen.demo.quality import connected_components, noise_inside_vs_outside, summarize
-from tumorgen.training.run_setup import sha256_of
+from tumorgen.io.files import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def fast_demo(tmp_path_factory):
         code = main(["demo", "--fast", "--out", str(out), "--no-progress", "--seed", "3"])
         runs.append((code, time.perf_counter() - started))
         if _ == 0:
-            first_checkpoints = {name: sha256_of(out / "runs" / name / "checkpoints" / "last.pt")
+            first_checkpoints = {name: sha256_file(out / "runs" / name / "checkpoints" / "last.pt")
                                  for name in ("vae", "tumorgen")}
     return out, runs, first_checkpoints
 
@@ -57,7 +57,7 @@ def test_second_run_reuses_everything_and_is_much_faster(fast_demo):
     for name in ("phantoms", "prepare", "train VAE", "train TumorGen", "synthesize"):
         assert stages[name]["reused"], name
     for name, sha in first_checkpoints.items():  # nothing was trained again
-        assert sha256_of(out / "runs" / name / "checkpoints" / "last.pt") == sha
+        assert sha256_file(out / "runs" / name / "checkpoints" / "last.pt") == sha
 
 
 def test_demo_refuses_a_folder_of_another_kind(tmp_path, capsys):

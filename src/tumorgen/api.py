@@ -111,7 +111,7 @@ class TumorGen:
     def model_record(self) -> dict:
         """What a manifest records about the model: run folder, version, step, checkpoint SHA-256."""
         if self._checkpoint_sha256 is None:
-            from tumorgen.synthesis.manifest import sha256_file
+            from tumorgen.io.files import sha256_file
 
             self._checkpoint_sha256 = sha256_file(self.run_dir / "checkpoints" / "last.pt")
         return {"run": str(self.run_dir), "version": self.version, "step": self.run.step,

@@ -108,7 +108,7 @@ def train_vae_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, pro
 
 
 def train_tumorgen_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
-    from tumorgen.training.run_setup import sha256_of
+    from tumorgen.io.files import sha256_file
     from tumorgen.training.tumorgen_stage import train_tumorgen
 
     command = (f"tumorgen train --data {q(paths.prep)} --vae {q(paths.vae)} --out {q(paths.tumorgen)} "
@@ -116,7 +116,7 @@ def train_tumorgen_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult
     data_json = paths.tumorgen / "data.json"
     if data_json.is_file():
         pinned = json.loads(data_json.read_text()).get("vae_sha256")
-        if pinned != sha256_of(paths.vae / "checkpoints" / "last.pt"):  # the VAE trained on: start again
+        if pinned != sha256_file(paths.vae / "checkpoints" / "last.pt"):  # the VAE trained on: start again
             import shutil
 
             say(f"train TumorGen: the VAE changed since {paths.tumorgen} was trained; training it again")
@@ -139,7 +139,8 @@ def healthy_scans(paths: DemoPaths) -> list[tuple[str, Path]]:
 def synthesize_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
     from tqdm import tqdm
 
-    from tumorgen.synthesis.manifest import MANIFEST_NAME, sha256_file
+    from tumorgen.io.files import sha256_file
+    from tumorgen.synthesis.manifest import MANIFEST_NAME
     from tumorgen.synthesis.pipeline import write_outputs
 
     scans = healthy_scans(paths)

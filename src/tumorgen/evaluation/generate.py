@@ -103,7 +103,7 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int, sa
     import json
 
     from tumorgen import __version__
-    from tumorgen.synthesis.manifest import sha256_file
+    from tumorgen.io.files import sha256_file
     from tumorgen.synthesis.model_generator import model_generator, resolve_inference_device
 
     if model is None:

@@ -21,7 +21,8 @@ from tumorgen.models.refiner import MaskRefiner
 from tumorgen.models.vae import build_vae, decoder_feature_channels
 from tumorgen.models.velocity_unet import build_velocity_unet
 from tumorgen.training.checkpoint import load_checkpoint
-from tumorgen.training.run_setup import seeded_init, sha256_of
+from tumorgen.io.files import sha256_file
+from tumorgen.training.run_setup import seeded_init
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema
         raise fail_on(run_dir / "data.json", f"is not valid JSON ({err})") from None
     pinned = data_info.get("vae_sha256")
     if pinned:
-        if sha256_of(run_dir / "vae.pt") != pinned:
+        if sha256_file(run_dir / "vae.pt") != pinned:
             raise fail_on(run_dir / "vae.pt", "differs from the VAE this model was trained with (SHA-256 mismatch)")
     vae, scale, _, _ = load_vae(run_dir / "vae.pt", device=device, use_ema=use_ema)
     flow = build_flow_models(cfg, vae)

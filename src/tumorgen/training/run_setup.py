@@ -8,7 +8,6 @@ refuses a folder that already holds a run; a resumed one requires it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +88,3 @@ def stack_volumes(arrays: list[np.ndarray]) -> torch.Tensor:
     if not arrays:
         raise TumorGenError("no volumes to train on")
     return torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32))  # (N, 1, X, Y, Z)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

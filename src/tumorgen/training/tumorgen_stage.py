@@ -38,12 +38,13 @@ from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.data.intensity import tumor_uptake
 from tumorgen.io.atomic import atomic_path, write_json
+from tumorgen.io.files import sha256_file
 from tumorgen.models.vae import encode_mean, latent_factor
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import build_flow_models, load_vae
 from tumorgen.training.run_setup import (
-    claim_run_dir, seeded_generator, sha256_of, stack_volumes, write_run_config,
+    claim_run_dir, seeded_generator, stack_volumes, write_run_config,
 )
 
 
@@ -150,13 +151,13 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
         with atomic_path(out / "vae.pt") as tmp:
             shutil.copyfile(vae_path, tmp)
         write_json(out / "data.json", describe_data(dataset, cases, [m for _, m, _ in loaded],
-                                                     [a for _, _, a in loaded], vae_sha256=sha256_of(out / "vae.pt"),
+                                                     [a for _, _, a in loaded], vae_sha256=sha256_file(out / "vae.pt"),
                                                      config=config, latent_factor=factor,
                                                      images=[im for im, _, _ in loaded]))
     if info.is_main:
         write_run_config(config, out)
     distributed.barrier(info)
-    vae_sha = sha256_of(out / "vae.pt")
+    vae_sha = sha256_file(out / "vae.pt")
 
     boxes = uptake = None
     if config.data.window == "box":  # a bank of box windows, encoded once (the VAE is frozen)
