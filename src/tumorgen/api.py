@@ -93,7 +93,7 @@ class TumorGen:
             device: "auto" (CUDA when available), "cpu" or "cuda".
             use_ema: use the EMA weights (recommended) rather than the raw ones.
         """
-        from tumorgen.synthesis.model_generator import resolve_inference_device
+        from tumorgen.synthesis.generate import resolve_inference_device
         from tumorgen.training.run_folder import load_run
 
         target = resolve_inference_device(device)
@@ -154,7 +154,7 @@ class TumorGen:
                 `flow.uptake_condition`; default: each sample takes one training tumor's.
             on_samples: called with the number of samples just finished (for progress bars).
         """
-        from tumorgen.synthesis.model_generator import model_generator
+        from tumorgen.synthesis.generate import model_generator
 
         if box is not None and boxes is not None:
             raise TumorGenError("give either one box (box=) or one box per sample (boxes=), not both")

@@ -67,7 +67,7 @@ def _features_fn(features, inception, device) -> Callable:
     if features != "inception":
         raise ValueError(f"features must be 'inception', 'pixels' or a callable, got {features!r}")
     from tumorgen.evaluation.inception import InceptionFeatures
-    from tumorgen.synthesis.model_generator import resolve_inference_device
+    from tumorgen.synthesis.generate import resolve_inference_device
 
     return InceptionFeatures(path=inception, device=str(resolve_inference_device(device)))
 
@@ -156,7 +156,7 @@ def _predicted_masks(samples, images, *, segmenter, predictions, device) -> list
             out.append(pred.array)
         return out
     from tumorgen.evaluation.segmenter import load_segmenter, predict_mask
-    from tumorgen.synthesis.model_generator import resolve_inference_device
+    from tumorgen.synthesis.generate import resolve_inference_device
 
     torch_device = resolve_inference_device(device)
     model, spec = load_segmenter(segmenter, device=torch_device)

@@ -104,7 +104,7 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int, sa
 
     from tumorgen import __version__
     from tumorgen.io.files import sha256_file
-    from tumorgen.synthesis.model_generator import model_generator, resolve_inference_device
+    from tumorgen.synthesis.generate import model_generator, resolve_inference_device
 
     if model is None:
         raise TumorGenError(f"--model is required for --method {method}: the run folder it was trained into")

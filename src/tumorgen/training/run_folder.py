@@ -18,6 +18,7 @@ from torch import nn
 from tumorgen.config import Config, from_dict
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.models.refiner import MaskRefiner
+from tumorgen.models.tumorgen import TumorGenModels
 from tumorgen.models.vae import build_vae, decoder_feature_channels
 from tumorgen.models.velocity_unet import build_velocity_unet
 from tumorgen.training.checkpoint import load_checkpoint
@@ -31,7 +32,7 @@ class LoadedRun:
 
     Args:
         config: the run's resolved config.
-        models: `objective.TumorGenModels(vae, unet, refiner)`, in eval mode, gradients off.
+        models: `models.tumorgen.TumorGenModels(vae, unet, refiner)`, in eval mode, gradients off.
         scale_factor: the VAE's latent scale factor (latents are multiplied by it before the flow).
         data_info: data.json (suv_max, size, spacing, axcodes, box_sizes_mm, ...).
         version: the TumorGen version that wrote the checkpoint.
@@ -114,8 +115,6 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema
         device: where to put the models.
         use_ema: load the EMA weights (what synthesis should use) rather than the raw ones.
     """
-    from tumorgen.objective import TumorGenModels
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise fail_on(run_dir, "is not a folder; --model needs a TumorGen run folder written by `tumorgen train`")

@@ -182,7 +182,8 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
     weights = {"coarse": config.flow.coarse_weight, "fine": config.flow.fine_weight, "rec": config.flow.rec_weight}
     ablate = frozenset(config.ablate)
-    from tumorgen import objective
+    from tumorgen.models.tumorgen import TumorGenModels
+    from tumorgen.training import objective
 
     def step_fn(runner: nn.Module, step: int) -> dict[str, torch.Tensor]:
         chosen = distributed.rank_slice(torch.randint(len(images), (train.batch_size * info.world_size,),
@@ -195,7 +196,7 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
             batch["context"] = context[chosen].to(info.device)  # (B, c, h, w, d)
         if uptake is not None:
             batch["uptake"] = uptake[chosen].to(info.device)  # (B,)
-        models = objective.TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
+        models = TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
         # (step + 1): the logged steps (multiples of log_every) are refiner steps, so "rec" shows in metrics
         run_refiner = (step + 1) % config.flow.refiner_every == 0 and "no_vmr" not in ablate
         return objective.training_losses(models, batch, scale_factor=scale_factor, alpha=config.flow.alpha,
