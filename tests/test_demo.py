@@ -10,7 +10,8 @@ import pytest
 
 from tumorgen.cli import main
 from tumorgen.demo.plan import plan_demo
-from tumorgen.demo.quality import connected_components, noise_inside_vs_outside, summarize
+from tumorgen.demo.quality import summarize
+from tumorgen.evaluation.tumor_measures import connected_components, noise_inside_vs_outside
 from tumorgen.io.files import sha256_file
 
 
