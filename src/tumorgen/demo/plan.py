@@ -133,11 +133,6 @@ def remove_incomplete_run(run_dir: Path) -> bool:
     return False
 
 
-def derived_seed(seed: int, index: int) -> int:
-    """An independent seed per healthy case, from the demo's seed."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
-
-
 def load_synthetic(paths: DemoPaths) -> list[dict]:
     """Every synthetic sample: case, k, box, seed and its image/mask arrays with the affine."""
     from tumorgen.io.nifti import load_volume

@@ -12,7 +12,8 @@ import shlex
 from pathlib import Path
 
 from tumorgen.config import Config, apply_overrides, load_config
-from tumorgen.demo.plan import DemoPaths, DemoPlan, DemoResult, StageRecord, derived_seed, remove_incomplete_run
+from tumorgen.demo.plan import DemoPaths, DemoPlan, DemoResult, StageRecord, remove_incomplete_run
+from tumorgen.synthesis.pipeline import derived_seed
 
 
 def q(path) -> str:

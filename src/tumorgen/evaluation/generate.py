@@ -26,6 +26,7 @@ from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.evaluation.generated_set import save_sample, write_index
 from tumorgen.io.atomic import staged_dir
+from tumorgen.synthesis.pipeline import sample_seeds
 
 METHODS = ("tumorgen", "difftumor", "bld", "syntumor")
 LATENT_FACTOR = 4  # the VAE's downsampling factor f (METHOD.md): boxes must be whole latent voxels
@@ -82,11 +83,6 @@ def healthy_box(image: np.ndarray, *, sizes: np.ndarray, seed: int, factor: int 
     size = np.minimum(sizes[rng.integers(len(sizes))], shape // factor * factor)
     start = np.clip((center - size // 2) // factor * factor, 0, shape - size)
     return tuple(int(v) for v in (*start, *(start + size)))
-
-
-def sample_seeds(seed: int, num: int) -> list[int]:
-    """One independent seed per sample, derived from the run's seed (as `synthesize` does)."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(num)]
 
 
 def model_generator_for(method: str, model: str | Path | None, *, steps: int, sampler: str, device: str,

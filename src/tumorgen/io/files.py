@@ -1,4 +1,5 @@
-"""Reading files from untrusted sources: their SHA-256, and torch files that must not run code.
+"""Reading files from untrusted sources: their SHA-256, a folder's JSON index, and torch files that
+must not run code.
 
 torch is imported by `read_torch_file` only, so hashing a file stays cheap to import.
 """
@@ -6,6 +7,7 @@ torch is imported by `read_torch_file` only, so hashing a file stays cheap to im
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -21,6 +23,29 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json_index(index: Path, *, fmt: str, required: tuple[str, ...], version: int | None = None) -> dict:
+    """A folder's JSON index (PREP's dataset.json, a generated set's generated.json), checked up front.
+
+    Args:
+        index: the JSON file; its folder was checked by the caller.
+        fmt: the expected "format" value.
+        required: keys the index must hold.
+        version: the one "version" this TumorGen reads, or None to leave it unchecked.
+    """
+    try:
+        info = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise fail_on(index, f"is not valid JSON ({err})") from None
+    if not isinstance(info, dict) or info.get("format") != fmt:
+        raise fail_on(index, f"has format {info.get('format') if isinstance(info, dict) else None!r}, expected {fmt!r}")
+    if version is not None and info.get("version") != version:
+        raise fail_on(index, f"has version {info.get('version')!r}; this TumorGen reads version {version}")
+    missing = [key for key in required if key not in info]
+    if missing:
+        raise fail_on(index, f"lacks the keys {', '.join(missing)}")
+    return info
 
 
 def read_torch_file(path: str | Path, *, what: str = "checkpoint") -> Any:

@@ -18,7 +18,6 @@ dataset.json, ready for `nnUNetv2_plan_and_preprocess`.
 from __future__ import annotations
 
 import shutil
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tumorgen.export.nnunet import NnunetDatasetWriter
 from tumorgen.io.atomic import write_json
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
 from tumorgen.synthesis.boxes import check_box, sample_box, sampling_region
-from tumorgen.synthesis.pipeline import check_scan_is_suv
+from tumorgen.synthesis.pipeline import check_scan_is_suv, derived_seed
 
 MAX_BOX_TRIES = 5  # a box overlapping the case's own tumor is drawn again this many times at most
 PROVENANCE_NAME = "tumorgen_augment.json"  # beside dataset.json; nnU-Net ignores it
@@ -55,12 +54,6 @@ class AugmentReport:
     skipped_cases: list = field(default_factory=list)
     skipped_samples: list = field(default_factory=list)
     num_training: int = 0
-
-
-def derived_seed(*parts) -> int:
-    """A 32-bit seed from the run's seed, a case name and integers (stable across runs and platforms)."""
-    words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def load_case(case) -> tuple[Volume, np.ndarray, Volume | None]:

@@ -16,6 +16,7 @@ The scan is never modified: each result is a fresh array, equal to the scan outs
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -119,6 +120,12 @@ def check_scan_is_suv(scan: Volume) -> None:
 def sample_seeds(seed: int, num: int) -> list[int]:
     """One independent seed per sample, derived from the run's seed."""
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(num)]
+
+
+def derived_seed(*parts) -> int:
+    """A 32-bit seed from the run's seed, case names and integers (stable across runs and platforms)."""
+    words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def synthesize_into_scan(
