@@ -230,3 +230,16 @@ def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function
     # the refiner's crop (box + 2 latent voxels = image voxels 0..32 here) and nothing outside it
     assert prob_api.shape == prob_direct.shape == image.shape
     assert torch.allclose(prob_api, prob_direct, atol=1e-5)  # same noise (seed 3), same refiner path
+
+
+def test_synthesis_takes_its_euler_steps_from_the_runs_config():
+    """`flow.sample_steps` is the one default: `model_generator` (and the API and CLI through it) read it."""
+    from tumorgen.config import apply_overrides, load_config
+    from tumorgen.synthesis.generate import model_generator
+    from tumorgen.training.run_folder import LoadedRun
+
+    config = apply_overrides(load_config("debug"), ["flow.sample_steps=3"])
+    run = LoadedRun(config=config, models=_tiny_models(), scale_factor=1.0, data_info={}, version="test", step=0,
+                    run_dir=None)
+    assert model_generator(run, device=torch.device("cpu")).steps == 3
+    assert model_generator(run, steps=5, device=torch.device("cpu")).steps == 5

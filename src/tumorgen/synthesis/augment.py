@@ -99,7 +99,7 @@ def augment_dataset(
     name: str,
     per_case: int,
     healthy_only: bool = False,
-    steps: int = 10,
+    steps: int | None = None,
     seed: int = 0,
     on_error: str = "fail",
     overwrite: bool = False,
@@ -114,7 +114,7 @@ def augment_dataset(
         dataset_id, name: the nnU-Net dataset id (1-999) and name.
         per_case: synthetic samples per case.
         healthy_only: synthesize only into cases without a tumor (all real cases are still written).
-        steps: Euler steps of the sampler.
+        steps: Euler steps of the sampler; None: the run's `flow.sample_steps`.
         seed: the run's seed; every sample's seed derives from (seed, case name, k).
         on_error: "fail" (a bad case stops the run) or "skip" (it is listed and skipped).
         overwrite: delete an existing dataset folder of this id and name first (default: resume it).
@@ -130,6 +130,7 @@ def augment_dataset(
                                  description="PET with TumorGen synthetic tumors (tumorgen augment)")
     if overwrite and writer.dataset_dir.exists():
         shutil.rmtree(writer.dataset_dir)
+    steps = model.sample_steps if steps is None else int(steps)
     report = AugmentReport(dataset_dir=writer.dataset_dir)
     provenance = _read_provenance(writer.dataset_dir)
     for case in tqdm(cases, desc="augment", unit="case", disable=not progress):

@@ -111,7 +111,7 @@ def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None)
 def model_generator(
     run: LoadedRun,
     *,
-    steps: int = 10,
+    steps: int | None = None,
     device: torch.device | None = None,
     decode: str = "full",
     margin: int | None = None,
@@ -122,7 +122,7 @@ def model_generator(
 
     Args:
         run: from `training.run_folder.load_run` (its models already on `device`).
-        steps: Euler steps N of the flow sampler (METHOD.md: 10).
+        steps: Euler steps N of the flow sampler; None: the run's `flow.sample_steps`.
         device: where the models are; default: the device of the U-Net's parameters.
         decode: "full" (decode the whole window, exact) or "region" (decode the box plus `margin`
             latent voxels; outside that region the image is the input window and the mask 0; close
@@ -138,6 +138,7 @@ def model_generator(
     """
     from tumorgen.synthesis.region_decode import DEFAULT_MARGIN, decode_region, paste_region, reference_statistics
 
+    steps = run.config.flow.sample_steps if steps is None else steps
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if decode not in DECODE_MODES:
@@ -201,6 +202,7 @@ def model_generator(
                 masks.append(mask_prob.float().clamp(0.0, 1.0).cpu())  # (1, 1, Sx, Sy, Sz)
         return torch.cat(images), torch.cat(masks)  # (B, 1, Sx, Sy, Sz) each
 
+    generate.steps = steps  # what a generated set records, as a baseline's generator does
     return generate
 
 
@@ -211,7 +213,7 @@ def sample_latents(
     boxes_image_grid: torch.Tensor,
     *,
     scale_factor: float,
-    steps: int = 10,
+    steps: int,
     generator: torch.Generator | None = None,
     s: float = 1.0,
     noise: torch.Tensor | None = None,
@@ -273,22 +275,19 @@ def sample_tumor(
     boxes_image_grid: torch.Tensor,
     *,
     scale_factor: float,
-    steps: int = 10,
-    generator: torch.Generator | None = None,
-    s: float = 1.0,
     refiner_margin: int | None = None,
-    uptake: torch.Tensor | None = None,
+    **sampling,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-3 (METHOD.md section 5): `sample_latents`, then decode and refine the mask.
 
-    Args: as `sample_latents`; `refiner_margin` as the model was trained with (`flow.refiner_margin`).
+    Args: as `sample_latents` (`sampling`: its `steps`, `generator`, `s`, `noise`, `latents`, `uptake`);
+    `refiner_margin` as the model was trained with (`flow.refiner_margin`).
 
     Returns:
         (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
         mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
     """
-    z_hat, m_hat, latent_boxes = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor,
-                                                steps=steps, generator=generator, s=s, uptake=uptake)
+    z_hat, m_hat, latent_boxes = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor, **sampling)
     image_hat = decode_vae(models.vae, z_hat / scale_factor)
     box = box_indicator(latent_boxes, tuple(m_hat.shape[2:]))
     mask_prob = refine_mask(models, z_hat, m_hat, box, scale_factor=scale_factor, margin=refiner_margin)
