@@ -30,6 +30,7 @@ from tumorgen.config import Config, to_dict
 from tumorgen.data.box_windows import BoxWindowSpec, box_window_spec, random_windows
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
+from tumorgen.losses import kl_divergence
 from tumorgen.models import vae as vae_lib
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
@@ -104,13 +105,6 @@ def build_vae_from_config(cfg: Config, *, with_weights: bool = True) -> nn.Modul
         return vae_lib.build_vae(arch=v.arch, channels=v.channels, latent_channels=v.latent_channels,
                                  num_res_blocks=v.num_res_blocks, norm_num_groups=v.norm_num_groups,
                                  attention=v.attention, weights=(v.weights or None) if with_weights else None)
-
-
-def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) summed over (C, X, Y, Z), averaged over the batch."""
-    var = sigma.float().pow(2)
-    kl = 0.5 * (mu.float().pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1.0)
-    return kl.flatten(1).sum(1).mean()
 
 
 @torch.no_grad()
