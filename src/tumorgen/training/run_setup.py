@@ -83,6 +83,19 @@ def seeded_init(seed: int):
         yield
 
 
+def load_training_cases(dataset, *, purpose: str = "") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The PREP cache's train split loaded, `[(image, mask, affine)]`; an empty split is the user's error.
+
+    Args:
+        dataset: a `data.prepared.PreparedDataset`.
+        purpose: what the cases are for, ending the message (" to train the segmenter on").
+    """
+    cases = dataset.split("train")
+    if not cases:
+        raise fail_on(dataset.root / "dataset.json", f"has no training cases{purpose}")
+    return [case.load() for case in cases]
+
+
 def stack_volumes(arrays: list[np.ndarray]) -> torch.Tensor:
     """Cached volumes (X, Y, Z) -> one tensor (N, 1, X, Y, Z)."""
     if not arrays:

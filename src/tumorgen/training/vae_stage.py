@@ -34,7 +34,9 @@ from tumorgen.losses import kl_divergence
 from tumorgen.models import vae as vae_lib
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
-from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config
+from tumorgen.training.run_setup import (
+    claim_run_dir, load_training_cases, seeded_generator, seeded_init, stack_volumes, write_run_config,
+)
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,7 @@ def _train_vae(*, data: Path, out: Path, config: Config, resume: bool, progress:
     if train.steps == 0 and not config.vae.weights and not resume:
         raise fail_on(out, "vae_train.steps is 0 but no vae.weights were given: there would be nothing to save")
     dataset = load_prepared(data)
-    cases = dataset.split("train")
-    if not cases:
-        raise fail_on(data / "dataset.json", "has no training cases")
-    loaded = [case.load() for case in cases]
+    loaded = load_training_cases(dataset)
     volumes = stack_volumes([image for image, _, _ in loaded])  # (N, 1, X, Y, Z)
     windows = None
     if config.data.window == "box":
