@@ -37,7 +37,7 @@ def rss_mib() -> float:
 def train_debug_run(root: Path) -> Path:
     """A TumorGen run on the debug preset, one step per stage, from phantoms prepared at 16^3."""
     from tumorgen.config import apply_overrides, load_config
-    from tumorgen.data.phantom import write_phantom_dataset
+    from tumorgen.data.phantom_layouts import write_phantom_dataset
     from tumorgen.data.prepare import prepare_dataset
     from tumorgen.training.tumorgen_stage import train_tumorgen
     from tumorgen.training.vae_stage import train_vae

@@ -68,9 +68,10 @@ from scipy import ndimage
 
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError, fail_on
-from tumorgen.evaluation.evaluate import PixelFeatures, box_mask, cached_features, seam_step
+from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
+from tumorgen.evaluation.tumor_measures import box_mask, seam_step
 from tumorgen.evaluation.fid import plane_features, scores_from_features
-from tumorgen.evaluation.generate import sample_seeds
+from tumorgen.synthesis.pipeline import sample_seeds
 from tumorgen.evaluation.slices import PLANE_AXIS, PLANES, tumor_slice_indices
 from tumorgen.evaluation.tables import Column, render_markdown, write_table
 from tumorgen.io.atomic import atomic_path, staged_dir, write_json

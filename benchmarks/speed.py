@@ -68,7 +68,7 @@ class Bench:
         from tumorgen.baselines.stage import build_baseline_unet, schedule_from_config
         from tumorgen.config import load_config
         from tumorgen.models.vae import build_vae
-        from tumorgen.objective import TumorGenModels
+        from tumorgen.models.tumorgen import TumorGenModels
         from tumorgen.training.run_folder import build_flow_models
         from tumorgen.training.run_setup import seeded_init
 
@@ -108,7 +108,7 @@ class Bench:
         gen = torch.Generator(device=self.device).manual_seed(1)
         uptake = torch.full((b,), 0.4, device=self.device) if self.models.uptake_condition else None
         if sampler == "rfm":
-            from tumorgen.objective import sample_latents, sample_tumor
+            from tumorgen.synthesis.generate import sample_latents, sample_tumor
             from tumorgen.synthesis.region_decode import decode_region
 
             if decode == "full":

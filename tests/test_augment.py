@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tumorgen.cli import main
-from tumorgen.data.phantom import write_phantom_dataset
+from tumorgen.data.phantom_layouts import write_phantom_dataset
 
 
 def read(path) -> np.ndarray:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tumorgen.cli import main
-from tumorgen.demo import plan_demo
-from tumorgen.demo_quality import connected_components, noise_inside_vs_outside, summarize
-from tumorgen.training.run_setup import sha256_of
+from tumorgen.demo.plan import plan_demo
+from tumorgen.demo.quality import summarize
+from tumorgen.evaluation.tumor_measures import connected_components, noise_inside_vs_outside
+from tumorgen.io.files import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def fast_demo(tmp_path_factory):
         code = main(["demo", "--fast", "--out", str(out), "--no-progress", "--seed", "3"])
         runs.append((code, time.perf_counter() - started))
         if _ == 0:
-            first_checkpoints = {name: sha256_of(out / "runs" / name / "checkpoints" / "last.pt")
+            first_checkpoints = {name: sha256_file(out / "runs" / name / "checkpoints" / "last.pt")
                                  for name in ("vae", "tumorgen")}
     return out, runs, first_checkpoints
 
@@ -57,7 +58,7 @@ def test_second_run_reuses_everything_and_is_much_faster(fast_demo):
     for name in ("phantoms", "prepare", "train VAE", "train TumorGen", "synthesize"):
         assert stages[name]["reused"], name
     for name, sha in first_checkpoints.items():  # nothing was trained again
-        assert sha256_of(out / "runs" / name / "checkpoints" / "last.pt") == sha
+        assert sha256_file(out / "runs" / name / "checkpoints" / "last.pt") == sha
 
 
 def test_demo_refuses_a_folder_of_another_kind(tmp_path, capsys):
@@ -128,7 +129,7 @@ def _fake_run(run_dir, *, step: int, seconds: float):
 def test_training_stage_resumes_with_the_time_left_or_is_reused(tmp_path, spent_seconds, expect):
     from types import SimpleNamespace
 
-    from tumorgen.demo_stages import _train
+    from tumorgen.demo.stages import _train
 
     plan = plan_demo(minutes=12.0)
     run_dir = tmp_path / "vae"
@@ -150,7 +151,7 @@ def test_training_stage_resumes_with_the_time_left_or_is_reused(tmp_path, spent_
 def test_training_stage_restarts_a_run_interrupted_before_its_first_checkpoint(tmp_path):
     from types import SimpleNamespace
 
-    from tumorgen.demo_stages import _train
+    from tumorgen.demo.stages import _train
 
     run_dir = tmp_path / "vae"
     (run_dir / "checkpoints").mkdir(parents=True)  # claimed, then killed: no last.pt

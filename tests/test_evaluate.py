@@ -10,7 +10,8 @@ import pytest
 
 from conftest import write_tiny_prep
 from tumorgen.cli import main
-from tumorgen.evaluation.evaluate import PixelFeatures, evaluate_set, seam_step
+from tumorgen.evaluation.evaluate import PixelFeatures, evaluate_set
+from tumorgen.evaluation.tumor_measures import seam_step
 from tumorgen.evaluation.generate import healthy_box, tumor_box
 from tumorgen.evaluation.generated_set import load_generated_set, save_sample, write_index
 
@@ -110,7 +111,7 @@ def test_generate_and_evaluate_cli(eval_prep, trained_debug_run, tmp_path, capsy
     assert main(["evaluate", "--real", str(eval_prep), "--generated", str(syn), "--predictions", str(seg),
                  "--features", "pixels", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("fid_middle", "fid_tumor", "floor_middle", "floor_tumor", "segmentation", "uptake", "noise_sd_suv",
+    for key in ("fid_middle", "fid_tumor", "floor_middle", "floor_tumor", "segmentation", "uptake", "noise_relative_sd",
                 "components", "seam_step_suv_minus_real"):
         assert key in metrics, key
     assert set(metrics["fid_middle"]) >= {"A", "S", "C", "Avg", "KID_Avg", "n_real", "n_generated"}

@@ -106,7 +106,7 @@ def test_euler_keeps_the_known_path_outside_the_box():
                         steps=5, known=known[:, :4], keep=keep)
     assert torch.allclose(part[:, 4], data[:, 4], atol=1e-5)
     with pytest.raises(ValueError):
-        euler_sample(_exact_velocity(noise, data, 0), noise, cond=torch.zeros(1, 0, 4, 4, 4), known=known)
+        euler_sample(_exact_velocity(noise, data, 0), noise, cond=torch.zeros(1, 0, 4, 4, 4), steps=5, known=known)
 
 
 def test_one_step_estimate_at_with_exact_velocity():

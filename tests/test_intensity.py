@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tumorgen.intensity import model_to_suv, suv_to_model
+from tumorgen.data.intensity import model_to_suv, suv_to_model
 
 
 @pytest.mark.parametrize("kind", ["linear", "log"])

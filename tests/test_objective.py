@@ -10,7 +10,9 @@ import torch
 
 from tumorgen.models import MaskRefiner, build_vae, build_velocity_unet, decoder_feature_channels
 from tumorgen.models.vae import compute_scale_factor, encode_mean
-from tumorgen.objective import ABLATIONS, TumorGenModels, sample_latents, sample_tumor, training_losses
+from tumorgen.models.tumorgen import TumorGenModels
+from tumorgen.synthesis.generate import sample_latents, sample_tumor
+from tumorgen.training.objective import ABLATIONS, training_losses
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +182,7 @@ def test_precomputed_latents_give_the_same_losses_as_encoding():
 
 
 def test_refiner_crops_follow_each_sample_and_hold_its_box():
-    from tumorgen.objective import _refiner_crops
+    from tumorgen.synthesis.refine import _refiner_crops
 
     box = torch.zeros(2, 1, 8, 8, 8)
     box[0, :, 0:2, 0:3, 1:3] = 1  # near one corner
@@ -198,8 +200,8 @@ def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function
     """The refiner runs on the same crop with the same margin in training, in `sample_tumor` and in
     `model_generator` (the API's path): a run trained on crops and refined on the whole window at
     synthesis (the mismatch this catches) fed its GroupNorm other statistics."""
-    import tumorgen.objective as objective
-    from tumorgen.synthesis.model_generator import model_generator
+    import tumorgen.synthesis.refine as refine
+    from tumorgen.synthesis.generate import model_generator
     from tumorgen.training.run_folder import LoadedRun
     from tumorgen.config import apply_overrides, load_config
 
@@ -207,18 +209,18 @@ def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function
     image, mask = _case(32, (14, 17, 15), 6)
     scale = 1.0
     seen = []
-    real = objective.refiner_logits
+    real = refine.refiner_logits
 
     def spy(*args, **kwargs):
         seen.append(kwargs["margin"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(objective, "refiner_logits", spy)
-    objective.training_losses(models, {"image": image, "mask": mask}, scale_factor=scale, alpha=0.1,
-                              refiner_margin=2, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(refine, "refiner_logits", spy)
+    training_losses(models, {"image": image, "mask": mask}, scale_factor=scale, alpha=0.1,
+                    refiner_margin=2, generator=torch.Generator().manual_seed(0))
     box = torch.tensor([[8, 8, 8, 24, 24, 24]])
-    _, prob_direct, _ = objective.sample_tumor(models, image, box, scale_factor=scale, steps=2,
-                                               generator=torch.Generator().manual_seed(3), refiner_margin=2)
+    _, prob_direct, _ = sample_tumor(models, image, box, scale_factor=scale, steps=2,
+                                     generator=torch.Generator().manual_seed(3), refiner_margin=2)
     config = apply_overrides(load_config("debug"), ["flow.refiner_margin=2"])
     run = LoadedRun(config=config, models=models, scale_factor=scale, data_info={}, version="test", step=0,
                     run_dir=None)
@@ -228,3 +230,16 @@ def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function
     # the refiner's crop (box + 2 latent voxels = image voxels 0..32 here) and nothing outside it
     assert prob_api.shape == prob_direct.shape == image.shape
     assert torch.allclose(prob_api, prob_direct, atol=1e-5)  # same noise (seed 3), same refiner path
+
+
+def test_synthesis_takes_its_euler_steps_from_the_runs_config():
+    """`flow.sample_steps` is the one default: `model_generator` (and the API and CLI through it) read it."""
+    from tumorgen.config import apply_overrides, load_config
+    from tumorgen.synthesis.generate import model_generator
+    from tumorgen.training.run_folder import LoadedRun
+
+    config = apply_overrides(load_config("debug"), ["flow.sample_steps=3"])
+    run = LoadedRun(config=config, models=_tiny_models(), scale_factor=1.0, data_info={}, version="test", step=0,
+                    run_dir=None)
+    assert model_generator(run, device=torch.device("cpu")).steps == 3
+    assert model_generator(run, steps=5, device=torch.device("cpu")).steps == 5

@@ -12,7 +12,8 @@ import pytest
 from scipy import ndimage
 
 from tumorgen.commands import phantom as phantom_command
-from tumorgen.data.phantom import PhantomCase, make_phantom, write_phantom_dataset
+from tumorgen.data.phantom import PhantomCase, make_phantom
+from tumorgen.data.phantom_layouts import write_phantom_dataset
 from tumorgen.data.phantom_layouts import case_name
 from tumorgen.errors import TumorGenError
 

@@ -113,7 +113,7 @@ def test_without_a_refiner_the_mask_is_the_upsampled_coarse_mask(tiny):
 
 @pytest.mark.slow
 def test_model_generator_region_and_full_decode_and_batch_independence(trained_debug_run):
-    from tumorgen.synthesis.model_generator import model_generator
+    from tumorgen.synthesis.generate import model_generator
     from tumorgen.training.run_folder import load_run
 
     run = load_run(trained_debug_run, device="cpu")
@@ -147,8 +147,8 @@ def test_a_run_trained_on_refiner_crops_refines_the_same_crop_at_synthesis(train
     import dataclasses
 
     from tumorgen.bbox import box_indicator
-    from tumorgen.objective import refiner_crop_slices, scale_slices
-    from tumorgen.synthesis.model_generator import model_generator
+    from tumorgen.synthesis.refine import refiner_crop_slices, scale_slices
+    from tumorgen.synthesis.generate import model_generator
     from tumorgen.training.run_folder import load_run
 
     run = load_run(trained_debug_run, device="cpu")

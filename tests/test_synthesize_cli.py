@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tumorgen.cli import main
-from tumorgen.data.phantom import case_rng, make_phantom, write_phantom_dataset
+from tumorgen.data.phantom import case_rng, make_phantom
+from tumorgen.data.phantom_layouts import write_phantom_dataset
 from tumorgen.io.nifti import save_volume
 
 BOX = [16, 16, 12, 22, 22, 18]

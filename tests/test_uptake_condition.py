@@ -16,7 +16,7 @@ from test_learning_box_windows import OVERRIDES
 
 
 def test_tumor_uptake_is_the_mean_suv_in_the_mask_on_the_models_scale():
-    from tumorgen.intensity import suv_to_model, tumor_uptake
+    from tumorgen.data.intensity import suv_to_model, tumor_uptake
 
     suv = np.zeros((2, 4, 4, 4), dtype=np.float32)
     masks = np.zeros_like(suv)
@@ -34,7 +34,7 @@ def test_tumor_uptake_is_the_mean_suv_in_the_mask_on_the_models_scale():
 
 def _models(uptake: bool):
     from tumorgen.models.velocity_unet import build_velocity_unet
-    from tumorgen.objective import TumorGenModels
+    from tumorgen.models.tumorgen import TumorGenModels
     from tumorgen.models.vae import build_vae
 
     vae = build_vae(channels=(8, 16), latent_channels=2, norm_num_groups=4)
@@ -44,7 +44,7 @@ def _models(uptake: bool):
 
 
 def test_the_uptake_channel_holds_the_value_inside_the_box_and_zero_outside():
-    from tumorgen.objective import flow_condition
+    from tumorgen.models.tumorgen import flow_condition
 
     box = torch.zeros((2, 1, 4, 4, 4))
     box[:, :, 1:3, 1:3, 1:3] = 1

@@ -93,7 +93,7 @@ class TumorGen:
             device: "auto" (CUDA when available), "cpu" or "cuda".
             use_ema: use the EMA weights (recommended) rather than the raw ones.
         """
-        from tumorgen.synthesis.model_generator import resolve_inference_device
+        from tumorgen.synthesis.generate import resolve_inference_device
         from tumorgen.training.run_folder import load_run
 
         target = resolve_inference_device(device)
@@ -108,10 +108,15 @@ class TumorGen:
     def run_dir(self) -> Path:
         return Path(self.run.run_dir)
 
+    @property
+    def sample_steps(self) -> int:
+        """Euler steps used when none are given: the run's `flow.sample_steps`."""
+        return int(self.run.config.flow.sample_steps)
+
     def model_record(self) -> dict:
         """What a manifest records about the model: run folder, version, step, checkpoint SHA-256."""
         if self._checkpoint_sha256 is None:
-            from tumorgen.synthesis.manifest import sha256_file
+            from tumorgen.io.files import sha256_file
 
             self._checkpoint_sha256 = sha256_file(self.run_dir / "checkpoints" / "last.pt")
         return {"run": str(self.run_dir), "version": self.version, "step": self.run.step,
@@ -125,7 +130,7 @@ class TumorGen:
         box: Sequence[int] | None = None,
         boxes: Sequence[Sequence[int]] | None = None,
         num: int = 1,
-        steps: int = 10,
+        steps: int | None = None,
         seed: int = 0,
         batch: int = 1,
         organ_mask=None,
@@ -143,7 +148,7 @@ class TumorGen:
             box: one half-open box `(x0, y0, z0, x1, y1, z1)` in scan voxels for every sample.
             boxes: one box per sample (or one for all); exclusive with `box`.
             num: number of samples.
-            steps: Euler steps of the flow sampler.
+            steps: Euler steps of the flow sampler; None: the run's `flow.sample_steps` (`sample_steps`).
             seed: sample k is drawn from `pipeline.sample_seeds(seed, num)[k]`: same seed, same samples.
             batch: samples per model call (results do not depend on it).
             organ_mask: where sampled boxes go (path, `Volume` or array on the scan's grid).
@@ -154,7 +159,7 @@ class TumorGen:
                 `flow.uptake_condition`; default: each sample takes one training tumor's.
             on_samples: called with the number of samples just finished (for progress bars).
         """
-        from tumorgen.synthesis.model_generator import model_generator
+        from tumorgen.synthesis.generate import model_generator
 
         if box is not None and boxes is not None:
             raise TumorGenError("give either one box (box=) or one box per sample (boxes=), not both")
@@ -167,7 +172,8 @@ class TumorGen:
             ct_volume = as_volume(ct, like=scan, what="CT")
             check_same_grid(scan, ct_volume)
         chosen = [tuple(box)] if box is not None else ([tuple(b) for b in boxes] if boxes else None)
-        generate = model_generator(self.run, steps=steps, device=self.device, suv_mean=suv_mean)
+        generate = model_generator(self.run, steps=self.sample_steps if steps is None else steps, device=self.device,
+                                   suv_mean=suv_mean)
         if on_samples is not None:
             inner = generate
 

@@ -47,7 +47,7 @@ class DataConfig:
     box_pad: float = 2.0  # training boxes: tight box + ~U(0.5, 1.5) x this many PREP voxels a face (plus
     # BA-PMG's alpha share of the tumor's extent), so a user's "tumor + a couple of voxels" box is in range
     intensity: str = "linear"  # "linear": clip(SUV)/suv_max; "log": log1p(SUV)/log1p(suv_max), room for
-    # both background and hot uptake (tumorgen/intensity.py); applied to box windows only
+    # both background and hot uptake (tumorgen/data/intensity.py); applied to box windows only
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""The spatial constraints and the refiner's loss (../shared/METHOD.md sections 2-3).
+"""The spatial constraints and the refiner's loss (../shared/METHOD.md sections 2-3), and the VAE's KL term.
 
 coarse: L1 between the one-step latents and the true latents, inside the box (where the tumor goes);
 fine:   1 - 3D SSIM inside the generated mask (structure of the tumor itself);
-refiner: BCE + soft Dice of the full-resolution mask.
+refiner: BCE + soft Dice of the full-resolution mask;
+kl:     KL(N(mu, sigma^2) || N(0, 1)) of the VAE's posterior (stage 1).
 """
 
 from __future__ import annotations
@@ -113,3 +114,10 @@ def refiner_loss(logits: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     """BCE-with-logits + soft Dice of the refined mask against the true mask (eq. 6)."""
     target = M.to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(torch.sigmoid(logits), target)
+
+
+def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over (C, X, Y, Z), averaged over the batch."""
+    var = sigma.float().pow(2)
+    kl = 0.5 * (mu.float().pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1.0)
+    return kl.flatten(1).sum(1).mean()

@@ -20,7 +20,7 @@ def euler_sample(
     noise: torch.Tensor,
     *,
     cond: torch.Tensor,
-    steps: int = 10,
+    steps: int,
     known: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:

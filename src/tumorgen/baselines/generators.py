@@ -33,7 +33,7 @@ from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.models import vae as vae_lib
 from tumorgen.training.checkpoint import load_checkpoint
 from tumorgen.training.run_folder import load_vae
-from tumorgen.training.run_setup import sha256_of
+from tumorgen.io.files import sha256_file
 
 SAMPLERS = ("ddim", "ddpm")
 Generate = Callable[[torch.Tensor, torch.Tensor, Sequence[int]], tuple[torch.Tensor, torch.Tensor]]
@@ -91,7 +91,7 @@ def load_baseline(run_dir: str | Path, *, device: torch.device | str = "cpu", us
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise fail_on(run_dir / "data.json", f"is not valid JSON ({err})") from None
     pinned = data_info.get("vae_sha256")
-    if pinned and sha256_of(run_dir / "vae.pt") != pinned:
+    if pinned and sha256_file(run_dir / "vae.pt") != pinned:
         raise fail_on(run_dir / "vae.pt", "differs from the VAE this baseline was trained with (SHA-256 mismatch)")
     vae, scale, _, _ = load_vae(run_dir / "vae.pt", device=device)
     unet = build_baseline_unet(cfg, payload["kind"])

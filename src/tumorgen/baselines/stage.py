@@ -29,13 +29,14 @@ from tumorgen.config import Config, DiffusionConfig, to_dict
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path, write_json
+from tumorgen.io.files import sha256_file
 from tumorgen.models import vae as vae_lib
 from tumorgen.models.velocity_unet import VelocityUNet, build_velocity_unet
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import load_vae
 from tumorgen.training.run_setup import (
-    claim_run_dir, seeded_generator, seeded_init, sha256_of, stack_volumes, write_run_config,
+    claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config,
 )
 from tumorgen.training.tumorgen_stage import describe_data
 
@@ -120,12 +121,12 @@ def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config,
             shutil.copyfile(vae_path, tmp)
         MaskBank.from_masks([m for _, m, _ in loaded]).save(out / MASK_BANK_NAME)
         described = describe_data(dataset, cases, [m for _, m, _ in loaded], [a for _, _, a in loaded],
-                                  vae_sha256=sha256_of(out / "vae.pt"))
+                                  vae_sha256=sha256_file(out / "vae.pt"))
         write_json(out / "data.json", {**described, "method": method})
     if info.is_main:
         write_run_config(config, out)
     distributed.barrier(info)
-    vae_sha = sha256_of(out / "vae.pt")
+    vae_sha = sha256_file(out / "vae.pt")
 
     model = build_baseline_unet(config, method)
     schedule = schedule_from_config(config.diffusion)

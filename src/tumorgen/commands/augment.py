@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-case", type=int, default=1, metavar="K", help="synthetic tumors per case (default 1)")
     parser.add_argument("--healthy-only", action="store_true",
                         help="synthesize only into cases without a tumor (every real case is still written)")
-    parser.add_argument("--steps", type=int, default=10, help="Euler steps of the flow sampler (default 10)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Euler steps of the flow sampler (default: the run's flow.sample_steps)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (by name)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -45,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tumorgen.api import TumorGen
-    from tumorgen.augment import augment_dataset
+    from tumorgen.synthesis.augment import augment_dataset
     from tumorgen.data.layouts import find_cases
     from tumorgen.errors import TumorGenError
     from tumorgen.export.nnunet import dataset_folder_name
 
     for flag, value in (("--per-case", args.per_case), ("--steps", args.steps)):
-        if value < 1:
+        if value is not None and value < 1:
             raise TumorGenError(f"{flag} must be at least 1, got {value}")
     if args.limit is not None and args.limit < 1:
         raise TumorGenError(f"--limit must be at least 1, got {args.limit}")

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumorgen.demo import OVERHEAD_MINUTES, run_demo
+    from tumorgen.demo.plan import OVERHEAD_MINUTES
+    from tumorgen.demo.run import run_demo
     from tumorgen.errors import TumorGenError
 
     if not args.fast and args.minutes < OVERHEAD_MINUTES + 1:

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="the PREP folder written by `tumorgen prepare`")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="which split to generate into")
     parser.add_argument("--per-case", type=int, default=1, help="samples per case (default 1)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 10 tumorgen, 50 baselines)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps (default: the run's flow.sample_steps or diffusion.sample_steps)")
     parser.add_argument("--sampler", choices=("euler", "ddpm", "ddim"), default=None,
                         help="euler for tumorgen; ddpm or ddim for difftumor/bld (default ddim)")
     parser.add_argument("--seed", type=int, default=0, help="boxes and samples derive from it (default 0)")

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a binary mask on the scan's grid; sampled boxes are centered inside it")
     parser.add_argument("--ct", default=None, help="a CT in HU on the scan's grid; sampled boxes go into its lungs")
     parser.add_argument("--num", type=int, default=1, help="samples to draw (default 1)")
-    parser.add_argument("--steps", type=int, default=10, help="Euler steps of the flow sampler (default 10)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="Euler steps of the flow sampler (default: the run's flow.sample_steps)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same samples (default 0)")
     parser.add_argument("--batch", type=int, default=1, help="samples per model call; results do not depend on it")
     parser.add_argument("--feather", type=int, default=3, help="seam width in voxels, inside the box (default 3)")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from tumorgen.synthesis.pipeline import check_scan_is_suv, output_names, write_outputs
 
     for flag in ("num", "steps", "batch"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise TumorGenError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.suv_mean is not None and not args.suv_mean > 0:
         raise TumorGenError(f"--suv-mean must be a positive SUV, got {args.suv_mean}")
@@ -86,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
         box = parse_box(args.box, path=scan.path)
         check_box(box, scan=scan, **info.grid_for(box, scan.affine))  # box windows: any size fits
     model = TumorGen.load(args.model, device=args.device)
+    steps = model.sample_steps if args.steps is None else args.steps
     with tqdm(total=args.num, desc="synthesize", unit="sample", disable=args.no_progress) as bar:
-        results = model.synthesize(scan, box=args.box, num=args.num, steps=args.steps, seed=args.seed,
+        results = model.synthesize(scan, box=args.box, num=args.num, steps=steps, seed=args.seed,
                                    batch=args.batch, organ_mask=organ_mask, ct=ct, feather=args.feather,
                                    match_noise=not args.no_match_noise, suv_mean=args.suv_mean,
                                    on_samples=bar.update)
     manifest = write_outputs(results, scan_path=args.input, out_dir=out, case_name=case, overwrite=args.overwrite,
-                             manifest_extra={"model": model.model_record(), "steps": args.steps, "seed": args.seed,
+                             manifest_extra={"model": model.model_record(), "steps": steps, "seed": args.seed,
                                              "feather": args.feather, "match_noise": not args.no_match_noise,
                                              "suv_mean": args.suv_mean})
     entry = next(c for c in manifest["cases"] if c["case"] == case)

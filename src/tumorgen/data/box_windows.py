@@ -5,7 +5,7 @@ few voxels and cannot hold a 30 cm one, and a VAE trained on patches but run on 
 other GroupNorm statistics than it learnt (measured: tumors came back 1.5-2.4x too hot). Here both
 training stages and synthesis cut the same kind of window: centred on a box, spacing chosen per axis
 so that the box spans `fill` of the window's `size` voxels (`synthesis.window`'s
-`box_window_spacing`), intensities on the model's scale (`tumorgen.intensity`). The paper crops to the
+`box_window_spacing`), intensities on the model's scale (`tumorgen.data.intensity`). The paper crops to the
 tumor region too; this makes the crop's scale explicit.
 
 Training boxes follow BA-PMG (METHOD.md section 1) in the PREP case's voxels: the tight tumor box, each
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tumorgen.intensity import suv_to_model
+from tumorgen.data.intensity import suv_to_model
 from tumorgen.synthesis.window import box_in_window, box_window_spacing, place_window, scan_to_window_values
 
 
@@ -32,7 +32,7 @@ class BoxWindowSpec:
         size: the window's side in voxels.
         fill: voxels the box spans along each axis (up to `box_window_spacing`'s aspect cap).
         suv_max: the top of the intensity scale.
-        intensity: "linear" or "log" (`tumorgen.intensity`).
+        intensity: "linear" or "log" (`tumorgen.data.intensity`).
         factor: the VAE's latent factor: the box in the window is snapped outward to its multiples.
         alpha: BA-PMG's expansion, as a share of the tumor's extent per axis.
         pad: voxels (of the case's grid) added on every face, times U(0.5, 1.5).

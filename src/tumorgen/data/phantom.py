@@ -132,14 +132,3 @@ def case_rng(seed: int, *, healthy: bool, index: int) -> np.random.Generator:
 def _check_region(region: str) -> None:
     if region not in TUMOR_REGION:
         raise ValueError(f"region must be one of {list(REGIONS)}, got {region!r}")
-
-
-def write_phantom_dataset(**kwargs):
-    """Write a phantom dataset in a real layout; see `tumorgen.data.phantom_layouts.write_phantom_dataset`.
-
-    Re-exported here so `tumorgen.data.phantom` is the one import for phantoms (imported lazily: the
-    layouts module builds on this one).
-    """
-    from tumorgen.data.phantom_layouts import write_phantom_dataset as write
-
-    return write(**kwargs)

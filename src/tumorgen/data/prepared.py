@@ -9,7 +9,6 @@ scan at the model's grid. Both are `resample_to_grid`, which the synthesis code 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.io.files import read_json_index
 from tumorgen.io.nifti import check_same_grid, load_volume
 
 FORMAT = "tumorgen-prep"
@@ -109,18 +109,7 @@ def load_prepared(prep_dir: str | Path) -> PreparedDataset:
         raise fail_on(root, "is not a prepared dataset folder (run `tumorgen prepare` first)")
     if not index.is_file():
         raise fail_on(index, "not found; this folder was not written by `tumorgen prepare`")
-    try:
-        info = json.loads(index.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise fail_on(index, f"is not valid JSON ({err})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise fail_on(index, f"has format {info.get('format') if isinstance(info, dict) else None!r}, "
-                             f"expected {FORMAT!r}")
-    if info.get("version") != VERSION:
-        raise fail_on(index, f"has version {info.get('version')!r}; this TumorGen reads version {VERSION}")
-    missing = [key for key in _REQUIRED_KEYS if key not in info]
-    if missing:
-        raise fail_on(index, f"lacks the keys {', '.join(missing)}")
+    info = read_json_index(index, fmt=FORMAT, required=_REQUIRED_KEYS, version=VERSION)
     cases = []
     for entry in info["cases"]:
         lacking = [key for key in _REQUIRED_CASE_KEYS if key not in entry]

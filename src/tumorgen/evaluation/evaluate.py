@@ -8,12 +8,13 @@ What it measures (METHOD.md sections 6 and "What to look at"):
   small for the generated set's size, the second set is capped and the sizes are recorded;
 - DSC and NSD of a segmenter's mask (or a --predictions folder's) against each generated mask;
 - uptake: per-tumor mean and max SUV of the generated masks against the real tumors';
-- noise: the median local noise sd (SUV) inside the box vs in a 6-voxel shell outside it, for the
-  generated image and for the real scan at the same box (a clean blob in a noisy scan shows up as an
-  inside/outside ratio far below the real one);
+- noise: the relative noise sd (residual / sqrt(local SUV)) of the tissue inside the box vs in a
+  shell outside it, tumor and anatomy edges left out (`tumor_measures.noise_inside_vs_outside`, the
+  demo's measure too), for the generated image and for the real scan at the same box (a clean blob
+  in a noisy scan shows up as an inside/outside ratio far below the real one);
 - seam: the mean absolute step across the box faces (inside face layer vs the layer just outside),
   generated minus real;
-- shape: connected components per generated mask, and how many are empty.
+- shape: 26-connected components per generated mask, and how many are empty.
 
 Real-image features are the same for every method, so they can be kept in a feature cache.
 """
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError, fail_on
@@ -33,9 +33,9 @@ from tumorgen.evaluation.fid import plane_features, real_floor_from_features, sc
 from tumorgen.evaluation.generated_set import INDEX_NAME, load_generated_set
 from tumorgen.evaluation.slices import PLANES
 from tumorgen.evaluation.tables import TABLE1_COLUMNS, table1_rows, write_table
+from tumorgen.evaluation.tumor_measures import box_mask, connected_components, noise_inside_vs_outside, seam_step
 from tumorgen.io.atomic import atomic_path, staged_dir, write_json
 
-SHELL = 6  # voxels around the box where "outside" noise is measured (as synthesis.blend does)
 FLOOR_REPEATS = 5  # random real-vs-real splits averaged for the floor
 MONTAGE_SAMPLES = 4
 
@@ -67,7 +67,7 @@ def _features_fn(features, inception, device) -> Callable:
     if features != "inception":
         raise ValueError(f"features must be 'inception', 'pixels' or a callable, got {features!r}")
     from tumorgen.evaluation.inception import InceptionFeatures
-    from tumorgen.synthesis.model_generator import resolve_inference_device
+    from tumorgen.synthesis.generate import resolve_inference_device
 
     return InceptionFeatures(path=inception, device=str(resolve_inference_device(device)))
 
@@ -86,41 +86,10 @@ def cached_features(cache: Path | None, key: str, compute: Callable[[], dict]) -
     return result
 
 
-def box_mask(shape, box) -> np.ndarray:
-    mask = np.zeros(shape, dtype=np.uint8)
-    mask[tuple(slice(a, b) for a, b in zip(box[:3], box[3:]))] = 1
-    return mask
-
-
-def _shell(shape, box, width: int = SHELL) -> np.ndarray:
-    lo = np.maximum(np.array(box[:3]) - width, 0)
-    hi = np.minimum(np.array(box[3:]) + width, shape)
-    outer = box_mask(shape, (*lo, *hi)).astype(bool)
-    return outer & ~box_mask(shape, box).astype(bool)
-
-
-def noise_inside_outside(suv: np.ndarray, box) -> tuple[float, float]:
-    """Median local noise sd (SUV) inside the box and in the shell around it."""
-    from tumorgen.synthesis.blend import local_noise_sd
-
-    sd = local_noise_sd(suv)
-    inside, shell = box_mask(suv.shape, box).astype(bool), _shell(suv.shape, box)
-    return float(np.median(sd[inside])), float(np.median(sd[shell])) if shell.any() else float("nan")
-
-
-def seam_step(suv: np.ndarray, box) -> float:
-    """Mean |inside face layer - layer just outside| over the box faces that are not the volume's edge."""
-    steps = []
-    for axis in range(3):
-        for inner, outer in ((box[axis], box[axis] - 1), (box[axis + 3] - 1, box[axis + 3])):
-            if outer < 0 or outer >= suv.shape[axis]:
-                continue
-            cut = [slice(a, b) for a, b in zip(box[:3], box[3:])]
-            cut[axis] = inner
-            a = suv[tuple(cut)]
-            cut[axis] = outer
-            steps.append(np.abs(a - suv[tuple(cut)]).mean())
-    return float(np.mean(steps)) if steps else float("nan")
+def _nanmean(values: np.ndarray) -> float | None:
+    """Mean over the samples that could be measured (None when none could: too few tissue voxels)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
 
 
 def tumor_uptake(images_suv, masks) -> dict:
@@ -133,10 +102,6 @@ def tumor_uptake(images_suv, masks) -> dict:
             maxes.append(float(values.max()))
     return {"mean_suv": float(np.mean(means)) if means else None, "max_suv": float(np.mean(maxes)) if maxes else None,
             "n": len(means)}
-
-
-def components(mask: np.ndarray) -> int:
-    return int(ndimage.label(np.asarray(mask) > 0)[1])
 
 
 def _predicted_masks(samples, images, *, segmenter, predictions, device) -> list[np.ndarray] | None:
@@ -156,7 +121,7 @@ def _predicted_masks(samples, images, *, segmenter, predictions, device) -> list
             out.append(pred.array)
         return out
     from tumorgen.evaluation.segmenter import load_segmenter, predict_mask
-    from tumorgen.synthesis.model_generator import resolve_inference_device
+    from tumorgen.synthesis.generate import resolve_inference_device
 
     torch_device = resolve_inference_device(device)
     model, spec = load_segmenter(segmenter, device=torch_device)
@@ -250,14 +215,15 @@ def evaluate_set(*, real: str | Path, generated: str | Path, out: str | Path, se
 
     by_case = {case.name: item for case, item in zip(pool_cases, pool)}
     noise, seams = [], []
-    for sample, image in zip(gen.samples, gen_images):
-        real_image = by_case[sample.case][0] * suv_max
-        g_in, g_out = noise_inside_outside(image * suv_max, sample.box)
-        r_in, r_out = noise_inside_outside(real_image, sample.box)
-        noise.append((g_in, g_out, r_in, r_out))
+    for sample, image, mask in zip(gen.samples, gen_images, gen_masks):
+        real_image, real_mask = by_case[sample.case][0] * suv_max, by_case[sample.case][1]
+        g = noise_inside_vs_outside(image * suv_max, mask, sample.box)
+        r = noise_inside_vs_outside(real_image, real_mask, sample.box)
+        noise.append([np.nan if v is None else v for v in (g["noise_inside"], g["noise_outside"], g["noise_ratio"],
+                                                            r["noise_inside"], r["noise_outside"], r["noise_ratio"])])
         seams.append(seam_step(image * suv_max, sample.box) - seam_step(real_image, sample.box))
-    noise_arr = np.array(noise)
-    counts = [components(m) for m in gen_masks]
+    noise_arr = np.array(noise, dtype=np.float64).reshape(-1, 6)
+    counts = [connected_components(m) for m in gen_masks]
     metrics = {
         "method": gen.method, "label": method_label(gen.info), "generated": str(gen.root), "real": str(dataset.root),
         "n_generated": len(gen.samples), "n_real_test": len(test_index),
@@ -268,10 +234,8 @@ def evaluate_set(*, real: str | Path, generated: str | Path, out: str | Path, se
         "segmentation": segmentation,
         "uptake": {"generated": tumor_uptake([im * suv_max for im in gen_images], gen_masks),
                    "real": tumor_uptake([p[0] * suv_max for p in pool], [p[1] for p in pool])},
-        "noise_sd_suv": {"generated_inside": float(np.nanmean(noise_arr[:, 0])),
-                         "generated_outside": float(np.nanmean(noise_arr[:, 1])),
-                         "real_inside": float(np.nanmean(noise_arr[:, 2])),
-                         "real_outside": float(np.nanmean(noise_arr[:, 3]))},
+        "noise_relative_sd": {key: _nanmean(noise_arr[:, i]) for i, key in enumerate(
+            ("generated_inside", "generated_outside", "generated_ratio", "real_inside", "real_outside", "real_ratio"))},
         "seam_step_suv_minus_real": float(np.nanmean(seams)),
         "components": {"mean": float(np.mean(counts)), "empty_fraction": float(np.mean([c == 0 for c in counts])),
                        "split_fraction": float(np.mean([c > 1 for c in counts]))},
@@ -333,9 +297,9 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"  DSC {seg['DSC']:.3f}  NSD@{seg['tolerance_mm']:g}mm {seg['NSD']:.3f}")
     up = metrics["uptake"]
     lines.append(f"  uptake mean SUV generated {up['generated']['mean_suv']} vs real {up['real']['mean_suv']}")
-    nz = metrics["noise_sd_suv"]
-    lines.append(f"  noise sd inside/outside box: generated {nz['generated_inside']:.3f}/{nz['generated_outside']:.3f}, "
-                 f"real {nz['real_inside']:.3f}/{nz['real_outside']:.3f}")
+    nz = {k: "-" if v is None else f"{v:.3f}" for k, v in metrics["noise_relative_sd"].items()}
+    lines.append(f"  relative noise sd inside/outside box: generated {nz['generated_inside']}/{nz['generated_outside']} "
+                 f"(ratio {nz['generated_ratio']}), real {nz['real_inside']}/{nz['real_outside']} (ratio {nz['real_ratio']})")
     c = metrics["components"]
     lines.append(f"  mask components mean {c['mean']:.2f}, empty {c['empty_fraction']:.0%}, split {c['split_fraction']:.0%}")
     return lines

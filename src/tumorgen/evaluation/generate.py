@@ -26,6 +26,7 @@ from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.evaluation.generated_set import save_sample, write_index
 from tumorgen.io.atomic import staged_dir
+from tumorgen.synthesis.pipeline import sample_seeds
 
 METHODS = ("tumorgen", "difftumor", "bld", "syntumor")
 LATENT_FACTOR = 4  # the VAE's downsampling factor f (METHOD.md): boxes must be whole latent voxels
@@ -84,27 +85,23 @@ def healthy_box(image: np.ndarray, *, sizes: np.ndarray, seed: int, factor: int 
     return tuple(int(v) for v in (*start, *(start + size)))
 
 
-def sample_seeds(seed: int, num: int) -> list[int]:
-    """One independent seed per sample, derived from the run's seed (as `synthesize` does)."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(num)]
-
-
-def model_generator_for(method: str, model: str | Path | None, *, steps: int, sampler: str, device: str,
+def model_generator_for(method: str, model: str | Path | None, *, steps: int | None, sampler: str, device: str,
                         size: tuple[int, int, int]) -> tuple[Callable, dict]:
     """Load a method's model as the pipeline's `generate` callable; returns (generate, model record).
 
     Args:
         method: "tumorgen", "difftumor" or "bld".
         model: the run folder.
-        steps, sampler: sampling steps and sampler ("euler" for TumorGen; "ddpm"/"ddim" for baselines).
+        steps, sampler: sampling steps and sampler ("euler" for TumorGen; "ddpm"/"ddim" for baselines);
+            steps None: the run's own (`flow.sample_steps` / `diffusion.sample_steps`), as `generate.steps`.
         device: "auto", "cpu" or "cuda".
         size: the PREP grid, which must be the model's window.
     """
     import json
 
     from tumorgen import __version__
-    from tumorgen.synthesis.manifest import sha256_file
-    from tumorgen.synthesis.model_generator import model_generator, resolve_inference_device
+    from tumorgen.io.files import sha256_file
+    from tumorgen.synthesis.generate import model_generator, resolve_inference_device
 
     if model is None:
         raise TumorGenError(f"--model is required for --method {method}: the run folder it was trained into")
@@ -186,7 +183,7 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         model: the method's run folder (not for syntumor).
         split: "test" (the evaluation split) or "train".
         per_case: samples per case.
-        steps: sampling steps (default 10 for tumorgen, 50 for the diffusion baselines).
+        steps: sampling steps; None: the run's config (`flow.sample_steps`, `diffusion.sample_steps`).
         sampler: "euler" (tumorgen), "ddpm" or "ddim" (baselines; default ddim).
         seed: the run's seed; boxes and samples derive from it, the same for every method.
         device: "auto", "cpu" or "cuda".
@@ -219,9 +216,9 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         syntumor, record, sampler, steps = SynTumor(suv_stats=stats, seed=seed), {}, None, None
     else:
         sampler = sampler or ("euler" if method == "tumorgen" else "ddim")
-        steps = int(steps if steps is not None else (10 if method == "tumorgen" else 50))
         generate, record = model_generator_for(method, model, steps=steps, sampler=sampler, device=device,
                                                size=dataset.size)
+        steps = int(generate.steps)
 
     alpha = FlowConfig().alpha
     sizes = training_box_sizes(dataset)

@@ -15,7 +15,6 @@ The index is written last, so a folder with a generated.json only lists complete
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import write_json
+from tumorgen.io.files import read_json_index
 from tumorgen.io.nifti import check_same_grid, load_volume, save_volume
 
 FORMAT = "tumorgen-generated"
@@ -110,15 +110,7 @@ def load_generated_set(path: str | Path) -> GeneratedSet:
         raise fail_on(root, "is not a folder; --generated needs a folder written by `tumorgen generate-set`")
     if not index.is_file():
         raise fail_on(index, "not found; this folder was not written by `tumorgen generate-set`")
-    try:
-        info = json.loads(index.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise fail_on(index, f"is not valid JSON ({err})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise fail_on(index, f"has format {info.get('format') if isinstance(info, dict) else None!r}, expected {FORMAT!r}")
-    missing = [key for key in _REQUIRED_KEYS if key not in info]
-    if missing:
-        raise fail_on(index, f"lacks the keys {', '.join(missing)}")
+    info = read_json_index(index, fmt=FORMAT, required=_REQUIRED_KEYS)
     if not isinstance(info["samples"], list) or not info["samples"]:
         raise fail_on(index, "lists no samples")
     samples = []

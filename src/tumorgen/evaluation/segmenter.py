@@ -30,7 +30,9 @@ from tumorgen.io.atomic import write_json
 from tumorgen.training import distributed
 from tumorgen.training.checkpoint import load_checkpoint
 from tumorgen.training.loop import FitResult, Stage, fit
-from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config
+from tumorgen.training.run_setup import (
+    claim_run_dir, load_training_cases, seeded_generator, seeded_init, stack_volumes, write_run_config,
+)
 
 KIND = "segmenter"
 THRESHOLD = 0.5  # sigmoid probability above which a voxel is tumor
@@ -107,10 +109,7 @@ def train_segmenter(*, data: str | Path, out: str | Path, config: Config, spec: 
             spec = spec_from_checkpoint(load_checkpoint(out / "checkpoints" / "last.pt", expected_kind=KIND),
                                         out / "checkpoints" / "last.pt")
         dataset = load_prepared(data)
-        cases = dataset.split("train")
-        if not cases:
-            raise fail_on(data / "dataset.json", "has no training cases to train the segmenter on")
-        loaded = [case.load() for case in cases]
+        loaded = load_training_cases(dataset, purpose=" to train the segmenter on")
         volumes = stack_volumes([image for image, _, _ in loaded])  # (N, 1, X, Y, Z)
         masks = stack_volumes([mask.astype(np.float32) for _, mask, _ in loaded])  # (N, 1, X, Y, Z)
         claim_run_dir(out, resume=resume, is_main=info.is_main)

@@ -1,1 +1,1 @@
-"""Reading untrusted NIfTI files and writing outputs atomically."""
+"""Reading untrusted files (NIfTI, torch files, their SHA-256) and writing outputs atomically."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tumorgen.errors import TumorGenError, fail_on
-from tumorgen.training.checkpoint import read_torch_file
+from tumorgen.io.files import read_torch_file
 
 VAE_ARCHS = ("kl", "maisi")
 

@@ -6,7 +6,6 @@ its own case's entry and keeps the others. Case names become file names, so they
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -45,14 +44,6 @@ def case_name_from_path(path: str | Path) -> str:
         grand = path.parent.parent.name
         stem = f"{grand}_{path.parent.name}" if grand else path.parent.name
     return safe_case_name(stem)
-
-
-def sha256_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tumor_stats(image: np.ndarray, mask: np.ndarray, spacing) -> dict:

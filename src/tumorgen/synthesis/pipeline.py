@@ -16,6 +16,7 @@ The scan is never modified: each result is a fresh array, equal to the scan outs
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,7 +37,7 @@ from tumorgen.synthesis.manifest import (
     tumor_stats,
 )
 from tumorgen.synthesis.preview import write_preview
-from tumorgen.intensity import model_to_suv
+from tumorgen.data.intensity import model_to_suv
 from tumorgen.synthesis.window import box_window_spacing, cut_window, window_to_scan_values
 
 # A PET scan in SUV has no large negative values and rarely exceeds ~100; a CT (HU, down to -1000)
@@ -58,7 +59,7 @@ class ModelInfo:
         window: "volume" (a fixed grid at `spacing`: the box must fit in it) or "box" (the window's
             spacing follows each box so that it spans `box_fill` voxels per axis: any box fits).
         box_fill: with window "box", window voxels a box spans per axis.
-        intensity: the model's intensity scale, "linear" or "log" (`tumorgen.intensity`).
+        intensity: the model's intensity scale, "linear" or "log" (`tumorgen.data.intensity`).
         latent_factor: the VAE's downsampling factor; boxes in the window are whole latent voxels.
     """
 
@@ -119,6 +120,12 @@ def check_scan_is_suv(scan: Volume) -> None:
 def sample_seeds(seed: int, num: int) -> list[int]:
     """One independent seed per sample, derived from the run's seed."""
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(num)]
+
+
+def derived_seed(*parts) -> int:
+    """A 32-bit seed from the run's seed, case names and integers (stable across runs and platforms)."""
+    words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def synthesize_into_scan(

@@ -20,9 +20,20 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from tumorgen.io.atomic import atomic_path  # noqa: E402
 
 
-def _to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    ornt = nib.orientations.io_orientation(affine)
-    return nib.orientations.apply_orientation(array, ornt)
+def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """An (X, Y, Z) array reoriented to RAS voxel axes through its affine, so every figure faces one way."""
+    return nib.orientations.apply_orientation(array, nib.orientations.io_orientation(affine))
+
+
+def save_figure(figure, path: str | Path, *, dpi: int, title: str = "") -> Path:
+    """Title a matplotlib figure, write it as a PNG atomically and close it."""
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    plt.close(figure)
+    return path
 
 
 def _bounds(indicator: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +63,9 @@ def write_preview(
     box_indicator = np.zeros(image.shape, dtype=bool)
     box_indicator[tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))] = True
     ornt = nib.orientations.io_orientation(affine)
-    image_ras = _to_ras(image, affine)
-    mask_ras = _to_ras(mask > 0, affine)
-    box_ras = _to_ras(box_indicator, affine)
+    image_ras = to_ras(image, affine)
+    mask_ras = to_ras(mask > 0, affine)
+    box_ras = to_ras(box_indicator, affine)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[np.argsort(ornt[:, 0])]  # RAS axis order
     box_lo, box_hi = _bounds(box_ras)
     if mask_ras.any():
@@ -84,10 +95,4 @@ def write_preview(
         ax.set_xticks([])
         ax.set_yticks([])
     figure.colorbar(shown, ax=list(axes), shrink=0.85, label="SUV")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100, title=title)

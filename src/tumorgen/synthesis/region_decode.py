@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tumorgen.models.vae import decode_with_features, latent_factor
+from tumorgen.synthesis.refine import upsample_coarse_mask
 
 # Latent voxels decoded around the box on every side: the receptive field of the 3-level AutoencoderKL
 # decoder plus the refiner. Measured (tests/test_region_decode.py, benchmarks/README.md): with the
@@ -211,8 +212,7 @@ def decode_region(
         image, feats = decode_with_features(vae, z_crop)  # (B, 1, f rx, f ry, f rz)
         logits = refiner(m_crop, feats) if refiner is not None else None  # (B, 1, f rx, f ry, f rz)
     if logits is None:
-        prob = F.interpolate(m_crop, scale_factor=float(f), mode="trilinear", align_corners=False)
-        logits = torch.logit(prob.clamp(1e-6, 1.0 - 1e-6))
+        logits = torch.logit(upsample_coarse_mask(m_crop, f).clamp(1e-6, 1.0 - 1e-6))
     region_slices = tuple(slice(lo * f, hi * f) for lo, hi in bounds)
     return image, logits, region_slices
 

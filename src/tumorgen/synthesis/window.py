@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tumorgen.intensity import suv_to_model
+from tumorgen.data.intensity import suv_to_model
 
 # The VAE downsamples by 4 (METHOD.md, f = 4): a box edge that is not a multiple of 4 model voxels
 # would cut a latent voxel in two.
@@ -234,7 +234,7 @@ def cut_window(
         size, spacing: the model's grid (per window axis).
         suv_max: the training value range's top (DESIGN.md).
         axcodes: the training cache's orientation.
-        intensity: the model's intensity scale (`tumorgen.intensity`).
+        intensity: the model's intensity scale (`tumorgen.data.intensity`).
         multiple: the box in the window is snapped outward to multiples of this (the latent factor).
         edge: "constant" (zeros) or "nearest" outside the scan.
     """

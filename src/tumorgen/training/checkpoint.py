@@ -9,9 +9,7 @@ the file.
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from tumorgen import __version__
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path
+from tumorgen.io.files import read_torch_file
 
 FORMAT = "tumorgen-checkpoint"
 VERSION = 1
@@ -101,30 +100,6 @@ def save_checkpoint(
 def _state_of(obj: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
     state = unwrap_model(obj).state_dict() if isinstance(obj, torch.nn.Module) else obj
     return {k: v.detach().cpu().clone() for k, v in unwrap_state_dict(state).items()}
-
-
-def read_torch_file(path: str | Path, *, what: str = "checkpoint") -> Any:
-    """`torch.load(weights_only=True)` on the CPU; a file that needs code to unpickle is refused, never run.
-
-    Every failure is one `TumorGenError` sentence naming the file (torch's own messages run over several
-    lines and advise turning the safe mode off, which is exactly what must not be done).
-
-    Args:
-        path: any torch file from an untrusted source (a checkpoint, pretrained weights).
-        what: what the file should be, for the message ("checkpoint", "VAE weights file").
-    """
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "global" in str(err).lower():  # the weights-only unpickler met a class or function reference
-            raise fail_on(path, f"refused: the file holds Python objects that would run code when loaded, "
-                                f"not a {what}") from None
-        raise fail_on(path, f"is not a readable {what} (not a torch file, or corrupt)") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError, AttributeError,
-            KeyError, IndexError, TypeError) as err:  # random bytes reach the unpickler's tables (seen: KeyError 255)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise fail_on(path, f"is not a readable {what} (truncated or not a torch file: {first})") from None
 
 
 def load_checkpoint(path: str | Path, *, expected_kind: str | None = None) -> dict[str, Any]:

@@ -18,10 +18,12 @@ from torch import nn
 from tumorgen.config import Config, from_dict
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.models.refiner import MaskRefiner
+from tumorgen.models.tumorgen import TumorGenModels
 from tumorgen.models.vae import build_vae, decoder_feature_channels
 from tumorgen.models.velocity_unet import build_velocity_unet
 from tumorgen.training.checkpoint import load_checkpoint
-from tumorgen.training.run_setup import seeded_init, sha256_of
+from tumorgen.io.files import sha256_file
+from tumorgen.training.run_setup import seeded_init
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class LoadedRun:
 
     Args:
         config: the run's resolved config.
-        models: `objective.TumorGenModels(vae, unet, refiner)`, in eval mode, gradients off.
+        models: `models.tumorgen.TumorGenModels(vae, unet, refiner)`, in eval mode, gradients off.
         scale_factor: the VAE's latent scale factor (latents are multiplied by it before the flow).
         data_info: data.json (suv_max, size, spacing, axcodes, box_sizes_mm, ...).
         version: the TumorGen version that wrote the checkpoint.
@@ -113,8 +115,6 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema
         device: where to put the models.
         use_ema: load the EMA weights (what synthesis should use) rather than the raw ones.
     """
-    from tumorgen.objective import TumorGenModels
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise fail_on(run_dir, "is not a folder; --model needs a TumorGen run folder written by `tumorgen train`")
@@ -130,7 +130,7 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema
         raise fail_on(run_dir / "data.json", f"is not valid JSON ({err})") from None
     pinned = data_info.get("vae_sha256")
     if pinned:
-        if sha256_of(run_dir / "vae.pt") != pinned:
+        if sha256_file(run_dir / "vae.pt") != pinned:
             raise fail_on(run_dir / "vae.pt", "differs from the VAE this model was trained with (SHA-256 mismatch)")
     vae, scale, _, _ = load_vae(run_dir / "vae.pt", device=device, use_ema=use_ema)
     flow = build_flow_models(cfg, vae)

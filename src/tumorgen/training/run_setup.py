@@ -8,7 +8,6 @@ refuses a folder that already holds a run; a resumed one requires it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -84,16 +83,21 @@ def seeded_init(seed: int):
         yield
 
 
+def load_training_cases(dataset, *, purpose: str = "") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The PREP cache's train split loaded, `[(image, mask, affine)]`; an empty split is the user's error.
+
+    Args:
+        dataset: a `data.prepared.PreparedDataset`.
+        purpose: what the cases are for, ending the message (" to train the segmenter on").
+    """
+    cases = dataset.split("train")
+    if not cases:
+        raise fail_on(dataset.root / "dataset.json", f"has no training cases{purpose}")
+    return [case.load() for case in cases]
+
+
 def stack_volumes(arrays: list[np.ndarray]) -> torch.Tensor:
     """Cached volumes (X, Y, Z) -> one tensor (N, 1, X, Y, Z)."""
     if not arrays:
         raise TumorGenError("no volumes to train on")
     return torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32))  # (N, 1, X, Y, Z)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

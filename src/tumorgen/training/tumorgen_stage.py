@@ -36,14 +36,15 @@ from tumorgen.config import Config, to_dict
 from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
-from tumorgen.intensity import tumor_uptake
+from tumorgen.data.intensity import tumor_uptake
 from tumorgen.io.atomic import atomic_path, write_json
+from tumorgen.io.files import sha256_file
 from tumorgen.models.vae import encode_mean, latent_factor
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import build_flow_models, load_vae
 from tumorgen.training.run_setup import (
-    claim_run_dir, seeded_generator, sha256_of, stack_volumes, write_run_config,
+    claim_run_dir, seeded_generator, stack_volumes, write_run_config,
 )
 
 
@@ -150,13 +151,13 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
         with atomic_path(out / "vae.pt") as tmp:
             shutil.copyfile(vae_path, tmp)
         write_json(out / "data.json", describe_data(dataset, cases, [m for _, m, _ in loaded],
-                                                     [a for _, _, a in loaded], vae_sha256=sha256_of(out / "vae.pt"),
+                                                     [a for _, _, a in loaded], vae_sha256=sha256_file(out / "vae.pt"),
                                                      config=config, latent_factor=factor,
                                                      images=[im for im, _, _ in loaded]))
     if info.is_main:
         write_run_config(config, out)
     distributed.barrier(info)
-    vae_sha = sha256_of(out / "vae.pt")
+    vae_sha = sha256_file(out / "vae.pt")
 
     boxes = uptake = None
     if config.data.window == "box":  # a bank of box windows, encoded once (the VAE is frozen)
@@ -181,7 +182,8 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
     weights = {"coarse": config.flow.coarse_weight, "fine": config.flow.fine_weight, "rec": config.flow.rec_weight}
     ablate = frozenset(config.ablate)
-    from tumorgen import objective
+    from tumorgen.models.tumorgen import TumorGenModels
+    from tumorgen.training import objective
 
     def step_fn(runner: nn.Module, step: int) -> dict[str, torch.Tensor]:
         chosen = distributed.rank_slice(torch.randint(len(images), (train.batch_size * info.world_size,),
@@ -194,7 +196,7 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
             batch["context"] = context[chosen].to(info.device)  # (B, c, h, w, d)
         if uptake is not None:
             batch["uptake"] = uptake[chosen].to(info.device)  # (B,)
-        models = objective.TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
+        models = TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
         # (step + 1): the logged steps (multiples of log_every) are refiner steps, so "rec" shows in metrics
         run_refiner = (step + 1) % config.flow.refiner_every == 0 and "no_vmr" not in ablate
         return objective.training_losses(models, batch, scale_factor=scale_factor, alpha=config.flow.alpha,

@@ -30,10 +30,13 @@ from tumorgen.config import Config, to_dict
 from tumorgen.data.box_windows import BoxWindowSpec, box_window_spec, random_windows
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
+from tumorgen.losses import kl_divergence
 from tumorgen.models import vae as vae_lib
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
-from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config
+from tumorgen.training.run_setup import (
+    claim_run_dir, load_training_cases, seeded_generator, seeded_init, stack_volumes, write_run_config,
+)
 
 
 @dataclass(frozen=True)
@@ -106,13 +109,6 @@ def build_vae_from_config(cfg: Config, *, with_weights: bool = True) -> nn.Modul
                                  attention=v.attention, weights=(v.weights or None) if with_weights else None)
 
 
-def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) summed over (C, X, Y, Z), averaged over the batch."""
-    var = sigma.float().pow(2)
-    kl = 0.5 * (mu.float().pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1.0)
-    return kl.flatten(1).sum(1).mean()
-
-
 @torch.no_grad()
 def latent_scale_factor(vae: nn.Module, volumes: torch.Tensor, *, device: torch.device) -> float:
     """1 / std of the posterior means of whole volumes (encoded one at a time to bound memory)."""
@@ -147,10 +143,7 @@ def _train_vae(*, data: Path, out: Path, config: Config, resume: bool, progress:
     if train.steps == 0 and not config.vae.weights and not resume:
         raise fail_on(out, "vae_train.steps is 0 but no vae.weights were given: there would be nothing to save")
     dataset = load_prepared(data)
-    cases = dataset.split("train")
-    if not cases:
-        raise fail_on(data / "dataset.json", "has no training cases")
-    loaded = [case.load() for case in cases]
+    loaded = load_training_cases(dataset)
     volumes = stack_volumes([image for image, _, _ in loaded])  # (N, 1, X, Y, Z)
     windows = None
     if config.data.window == "box":

@@ -12,19 +12,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
-from tumorgen.synthesis.blend import BODY_SUV, NOISE_SHELL, NOISE_SIGMA
+from tumorgen.evaluation.tumor_measures import (
+    box_slices, component_sizes, connected_components, noise_inside_vs_outside,
+)
 from tumorgen.synthesis.manifest import tumor_stats
-
-# 26-connectivity: voxels touching at a corner belong to one tumor (a blob is one component).
-CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
-
-
-def connected_components(mask: np.ndarray) -> int:
-    """Number of 26-connected components of a binary (X, Y, Z) mask."""
-    return int(ndimage.label(mask > 0, structure=CONNECTIVITY)[1])
-
 
 def tumor_summary(image: np.ndarray, mask: np.ndarray, spacing) -> dict:
     """Volume (mL), SUV mean/max inside the mask and the number of connected components."""
@@ -38,13 +30,12 @@ def tumor_check(image: np.ndarray, mask: np.ndarray, box) -> dict:
     it fills 5-95% of its box, and the mean SUV inside it is >= 2x the median of the box's voxels
     outside it (hotter than what it displaced).
     """
-    inside = _box_slices(box)
+    inside = box_slices(box)
     in_box = mask[inside] > 0
     voxels = int(in_box.sum())
     row = {"nonempty": voxels > 0, "largest_share": 0.0, "box_share": float(in_box.mean()), "contrast": 0.0}
     if voxels:
-        labels, n = ndimage.label(mask > 0, structure=CONNECTIVITY)
-        sizes = np.bincount(labels.ravel())[1:]
+        sizes = component_sizes(mask)
         row["largest_share"] = float(sizes.max() / sizes.sum())
         around = image[inside][~in_box]
         background = float(np.median(around)) if around.size else 0.0
@@ -52,48 +43,6 @@ def tumor_check(image: np.ndarray, mask: np.ndarray, box) -> dict:
     row["passes"] = bool(row["nonempty"] and row["largest_share"] >= 0.9 and 0.05 <= row["box_share"] <= 0.95
                          and row["contrast"] >= 2.0)
     return row
-
-
-def _box_slices(box) -> tuple[slice, slice, slice]:
-    return tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))
-
-
-def noise_inside_vs_outside(image: np.ndarray, mask: np.ndarray, box, *, shell: int = NOISE_SHELL) -> dict:
-    """Relative noise (residual sd / sqrt(local SUV)) in the box's tissue against a shell around the box.
-
-    Tumor voxels (dilated by one) and edges of anatomy are left out: there the residual of a
-    smoothing is structure, not noise. A ratio near 1 means the generated region has the scan's grain;
-    well below 1, a too-smooth pasted region.
-
-    Args:
-        image: (X, Y, Z) SUV after synthesis.
-        mask: (X, Y, Z) the generated tumor mask.
-        box: the half-open box the tumor was generated in.
-        shell: width in voxels of the reference shell outside the box.
-    """
-    image = image.astype(np.float64)
-    smooth = ndimage.gaussian_filter(image, NOISE_SIGMA, mode="nearest")
-    relative = (image - smooth) / np.sqrt(np.maximum(smooth, BODY_SUV))
-    spread = ndimage.maximum_filter(smooth, size=5) - ndimage.minimum_filter(smooth, size=5)
-    tissue = (smooth > BODY_SUV) & (spread < 0.5 * smooth)
-    tissue &= ~ndimage.binary_dilation(mask > 0, structure=CONNECTIVITY)
-    in_box = np.zeros(image.shape, dtype=bool)
-    in_box[_box_slices(box)] = True
-    lo = np.maximum(np.array(box[:3]) - shell, 0)
-    hi = np.minimum(np.array(box[3:]) + shell, image.shape)
-    around = np.zeros(image.shape, dtype=bool)
-    around[_box_slices((*lo, *hi))] = True
-    inside_sd = _robust_sd(relative[tissue & in_box])
-    outside_sd = _robust_sd(relative[tissue & around & ~in_box])
-    ratio = inside_sd / outside_sd if inside_sd is not None and outside_sd else None
-    return {"noise_inside": inside_sd, "noise_outside": outside_sd, "noise_ratio": ratio}
-
-
-def _robust_sd(values: np.ndarray) -> float | None:
-    """1.4826 * MAD: the sd of Gaussian noise, unmoved by a few structure voxels (None under 32 values)."""
-    if values.size < 32:
-        return None
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def summarize(rows: Sequence[dict], keys: Sequence[str]) -> dict:
@@ -115,9 +64,9 @@ def vae_reconstruction_error(vae, volumes: Sequence[np.ndarray], masks: Sequence
         volumes: (X, Y, Z) model-range ([0, 1]) arrays, e.g. the PREP test split.
         masks: their tumor masks (empty for healthy cases).
         suv_max: the SUV that maps to 1, to report the error in SUV.
-        intensity: the volumes' intensity scale (`tumorgen.intensity`).
+        intensity: the volumes' intensity scale (`tumorgen.data.intensity`).
     """
-    from tumorgen.intensity import model_to_suv
+    from tumorgen.data.intensity import model_to_suv
 
     import torch
 
@@ -183,7 +132,7 @@ def final_losses(run_dir) -> dict:
 def measure_quality(*, plan, paths, say) -> dict:
     """All the demo's numbers, as one JSON-ready dict (report.md renders it)."""
     from tumorgen.data.prepared import load_prepared
-    from tumorgen.demo_stages import load_real_tumors, load_synthetic
+    from tumorgen.demo.plan import load_real_tumors, load_synthetic
     from tumorgen.training.run_folder import load_vae
 
     dataset = load_prepared(paths.prep)
@@ -213,7 +162,7 @@ def measure_quality(*, plan, paths, say) -> dict:
         row = {"case": s["case"], "k": s["k"], **tumor_summary(s["image"], s["mask"], s["spacing"]),
                **noise_inside_vs_outside(s["image"], s["mask"], s["box"])}
         mask_in_box = np.zeros(s["mask"].shape, dtype=bool)
-        mask_in_box[_box_slices(s["box"])] = True
+        mask_in_box[box_slices(s["box"])] = True
         row["mask_outside_box"] = int(((s["mask"] > 0) & ~mask_in_box).sum())
         row["box_fill"] = float((s["mask"] > 0)[mask_in_box].mean())  # real tumors fill part of their box
         check = tumor_check(s["image"], s["mask"], s["box"])

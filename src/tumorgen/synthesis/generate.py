@@ -2,7 +2,8 @@
 
 `synthesis.pipeline` knows nothing about networks: it hands windows, boxes and one seed per sample to
 `generate(window_image, boxes_in_window, seeds)`. This module turns a loaded run folder into that
-callable (METHOD.md section 5, steps 1-3: `objective.sample_latents`, then the decode and the refiner).
+callable (METHOD.md section 5, steps 1-3: `sample_latents`, then the decode and the refiner), and
+`sample_tumor` does the same steps for a batch of whole volumes.
 
 Why each sample draws its own noise: the pipeline's contract is that sample b draws all of its noise
 from seeds[b], so a sample never depends on the batch it ran in (`--batch 2` gives the same tumors as
@@ -32,6 +33,13 @@ from typing import Callable
 
 import torch
 
+from tumorgen.bbox import box_indicator, latent_box_from_image_box
+from tumorgen.flow import split_joint
+from tumorgen.models.tumorgen import TumorGenModels, flow_condition
+from tumorgen.models.vae import decode as decode_vae
+from tumorgen.models.vae import encode_mean
+from tumorgen.sampling import euler_sample
+from tumorgen.synthesis.refine import refine_mask
 from tumorgen.training.run_folder import LoadedRun
 
 DECODE_MODES = ("full", "region")
@@ -79,7 +87,7 @@ def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None)
     import numpy as np
 
     from tumorgen.errors import TumorGenError, fail_on
-    from tumorgen.intensity import suv_to_model
+    from tumorgen.data.intensity import suv_to_model
 
     if not run.models.uptake_condition:
         if suv_mean is not None:
@@ -103,7 +111,7 @@ def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None)
 def model_generator(
     run: LoadedRun,
     *,
-    steps: int = 10,
+    steps: int | None = None,
     device: torch.device | None = None,
     decode: str = "full",
     margin: int | None = None,
@@ -114,7 +122,7 @@ def model_generator(
 
     Args:
         run: from `training.run_folder.load_run` (its models already on `device`).
-        steps: Euler steps N of the flow sampler (METHOD.md: 10).
+        steps: Euler steps N of the flow sampler; None: the run's `flow.sample_steps`.
         device: where the models are; default: the device of the U-Net's parameters.
         decode: "full" (decode the whole window, exact) or "region" (decode the box plus `margin`
             latent voxels; outside that region the image is the input window and the mask 0; close
@@ -128,12 +136,9 @@ def model_generator(
     Returns:
         The callable of `synthesis.pipeline`'s contract; its outputs are float32 on the CPU.
     """
-    from tumorgen.models.vae import decode as decode_vae
-    from tumorgen.models.vae import encode_mean
-    from tumorgen.bbox import box_indicator
-    from tumorgen.objective import refine_mask, sample_latents
     from tumorgen.synthesis.region_decode import DEFAULT_MARGIN, decode_region, paste_region, reference_statistics
 
+    steps = run.config.flow.sample_steps if steps is None else steps
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if decode not in DECODE_MODES:
@@ -159,7 +164,7 @@ def model_generator(
     erase_context = run.config.flow.erase_context
     def decode_one(z_hat: torch.Tensor, m_hat: torch.Tensor, window: torch.Tensor, z: torch.Tensor,
                    latent_box: list[int]):
-        if decode == "full":  # the training path's refiner (objective.refine_mask): same crop, same statistics
+        if decode == "full":  # the training path's refiner (refine.refine_mask): same crop, same statistics
             box = box_indicator(torch.as_tensor([latent_box]), tuple(m_hat.shape[2:])).to(m_hat)
             return decode_vae(models.vae, z_hat / scale), refine_mask(models, z_hat, m_hat, box, scale_factor=scale,
                                                                       margin=refiner_margin)
@@ -197,4 +202,93 @@ def model_generator(
                 masks.append(mask_prob.float().clamp(0.0, 1.0).cpu())  # (1, 1, Sx, Sy, Sz)
         return torch.cat(images), torch.cat(masks)  # (B, 1, Sx, Sy, Sz) each
 
+    generate.steps = steps  # what a generated set records, as a baseline's generator does
     return generate
+
+
+@torch.no_grad()
+def sample_latents(
+    models: TumorGenModels,
+    image: torch.Tensor,
+    boxes_image_grid: torch.Tensor,
+    *,
+    scale_factor: float,
+    steps: int,
+    generator: torch.Generator | None = None,
+    s: float = 1.0,
+    noise: torch.Tensor | None = None,
+    latents: torch.Tensor | None = None,
+    uptake: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthesis steps 1-2 (METHOD.md section 5): sampled latents and latent mask inside each box.
+
+    Choice: outside the box both the latents and the mask channel follow the known path (latents of
+    the scan, mask "no tumor" = -s), so the decoded scan and the mask stay unchanged there.
+
+    Args:
+        models: the trained networks.
+        image: scans `(B, 1, X, Y, Z)` in model range, sizes divisible by the latent factor.
+        boxes_image_grid: half-open boxes `(B, 6)` in image voxels; each is covered on the latent grid.
+        scale_factor: the VAE's latent scale.
+        steps: Euler steps N.
+        generator: seeded source of the noise (on the image's device or the CPU).
+        s: half range of the mask channel (as in training).
+        noise: x_0 `(B, c + 1, h, w, d)` drawn by the caller (e.g. one generator per sample, so that a
+            sample does not depend on its batch); default: drawn here from `generator`.
+        latents: `encode_mean(vae, image)` (unscaled) when the caller already has it (e.g. encoded
+            one sample at a time); default: encoded here.
+        uptake: `(B,)` each tumor's mean SUV in model range, for a model with `flow.uptake_condition`.
+
+    Returns:
+        (z_hat (B, c, h, w, d) scaled latents (divide by `scale_factor` to decode), m_hat (B, 1, h, w, d)
+        in [0, 1], latent_boxes (B, 6) int64: the boxes on the latent grid, clipped).
+    """
+    c, f = models.latent_channels, models.factor
+    device = image.device
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if latents is None:
+        latents = encode_mean(models.vae, image)
+    z = latents.float() * scale_factor  # (B, c, h, w, d), float32 flow state
+    latent_shape = tuple(z.shape[2:])
+    boxes = latent_box_from_image_box(boxes_image_grid.to(device), f)
+    upper = torch.tensor(latent_shape, device=device)
+    boxes = torch.cat([boxes[:, :3].clamp(min=0), torch.minimum(boxes[:, 3:], upper)], dim=1)
+    if ((boxes[:, 3:] - boxes[:, :3]) <= 0).any():
+        raise ValueError(f"a box is empty or outside the volume: {boxes_image_grid.tolist()}")
+    box = box_indicator(boxes, latent_shape)  # (B, 1, h, w, d)
+    cond = flow_condition(z * (1.0 - box), box, uptake, models)  # (B, c + 1 [+ 1], h, w, d)
+    known = torch.cat([z, torch.full_like(box, -s)], dim=1)  # (B, c + 1, h, w, d)
+    if noise is None:
+        noise = torch.randn(known.shape, generator=generator, device=gen_device)
+    elif tuple(noise.shape) != tuple(known.shape):
+        raise ValueError(f"noise {tuple(noise.shape)} must have the joint state's shape {tuple(known.shape)}")
+    noise = noise.to(device, z.dtype)
+    x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
+    z_hat, m_hat = split_joint(x1.float(), latent_channels=c, s=s)
+    return z_hat, m_hat, boxes
+
+
+@torch.no_grad()
+def sample_tumor(
+    models: TumorGenModels,
+    image: torch.Tensor,
+    boxes_image_grid: torch.Tensor,
+    *,
+    scale_factor: float,
+    refiner_margin: int | None = None,
+    **sampling,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthesis steps 1-3 (METHOD.md section 5): `sample_latents`, then decode and refine the mask.
+
+    Args: as `sample_latents` (`sampling`: its `steps`, `generator`, `s`, `noise`, `latents`, `uptake`);
+    `refiner_margin` as the model was trained with (`flow.refiner_margin`).
+
+    Returns:
+        (image_hat (B, 1, X, Y, Z) decoded in model range, mask_prob (B, 1, X, Y, Z) in [0, 1],
+        mask_latent (B, 1, h, w, d) = m_hat in [0, 1]).
+    """
+    z_hat, m_hat, latent_boxes = sample_latents(models, image, boxes_image_grid, scale_factor=scale_factor, **sampling)
+    image_hat = decode_vae(models.vae, z_hat / scale_factor)
+    box = box_indicator(latent_boxes, tuple(m_hat.shape[2:]))
+    mask_prob = refine_mask(models, z_hat, m_hat, box, scale_factor=scale_factor, margin=refiner_margin)
+    return image_hat, mask_prob, m_hat

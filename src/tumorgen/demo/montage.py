@@ -18,16 +18,12 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from tumorgen.io.atomic import atomic_path  # noqa: E402
+from tumorgen.synthesis.preview import save_figure, to_ras  # noqa: E402
 
 REAL_ROWS = 3
 SYNTHETIC_ROWS = 4
 # (plane, axis held fixed, horizontal axis, vertical axis), in RAS voxel axes
 PLANES = (("axial", 2, 0, 1), ("coronal", 1, 0, 2), ("sagittal", 0, 1, 2))
-
-
-def _to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    return nib.orientations.apply_orientation(array, nib.orientations.io_orientation(affine))
 
 
 def write_montage(path: str | Path, rows: list[dict], *, title: str = "") -> Path:
@@ -48,13 +44,13 @@ def write_montage(path: str | Path, rows: list[dict], *, title: str = "") -> Pat
     for ax_row, row in zip(axes, rows):
         affine = np.asarray(row["affine"])
         ornt = nib.orientations.io_orientation(affine)
-        image, mask = _to_ras(row["image"], affine), _to_ras(row["mask"] > 0, affine)
+        image, mask = to_ras(row["image"], affine), to_ras(row["mask"] > 0, affine)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[np.argsort(ornt[:, 0])]  # RAS axis order
         box_ras = None
         if row.get("box") is not None:
             indicator = np.zeros(row["image"].shape, dtype=bool)
             indicator[tuple(slice(int(a), int(b)) for a, b in zip(row["box"][:3], row["box"][3:]))] = True
-            where = np.argwhere(_to_ras(indicator, affine))
+            where = np.argwhere(to_ras(indicator, affine))
             box_ras = (where.min(axis=0), where.max(axis=0) + 1)
         if mask.any():
             center = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
@@ -82,13 +78,7 @@ def write_montage(path: str | Path, rows: list[dict], *, title: str = "") -> Pat
             if row is rows[0]:
                 ax.set_title(plane, fontsize=9)
     figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="SUV")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=90)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=90, title=title)
 
 
 def short_name(case: str) -> str:
@@ -99,7 +89,7 @@ def short_name(case: str) -> str:
 
 def write_demo_montage(*, paths, plan) -> Path:
     """Real test-split tumors (then training ones) above synthetic samples, as OUT/montage.png."""
-    from tumorgen.demo_stages import load_real_tumors, load_synthetic
+    from tumorgen.demo.plan import load_real_tumors, load_synthetic
 
     real = load_real_tumors(paths, split="test") + load_real_tumors(paths, split="train")
     synthetic = load_synthetic(paths)

@@ -18,7 +18,6 @@ dataset.json, ready for `nnUNetv2_plan_and_preprocess`.
 from __future__ import annotations
 
 import shutil
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tumorgen.export.nnunet import NnunetDatasetWriter
 from tumorgen.io.atomic import write_json
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
 from tumorgen.synthesis.boxes import check_box, sample_box, sampling_region
-from tumorgen.synthesis.pipeline import check_scan_is_suv
+from tumorgen.synthesis.pipeline import check_scan_is_suv, derived_seed
 
 MAX_BOX_TRIES = 5  # a box overlapping the case's own tumor is drawn again this many times at most
 PROVENANCE_NAME = "tumorgen_augment.json"  # beside dataset.json; nnU-Net ignores it
@@ -55,12 +54,6 @@ class AugmentReport:
     skipped_cases: list = field(default_factory=list)
     skipped_samples: list = field(default_factory=list)
     num_training: int = 0
-
-
-def derived_seed(*parts) -> int:
-    """A 32-bit seed from the run's seed, a case name and integers (stable across runs and platforms)."""
-    words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def load_case(case) -> tuple[Volume, np.ndarray, Volume | None]:
@@ -106,7 +99,7 @@ def augment_dataset(
     name: str,
     per_case: int,
     healthy_only: bool = False,
-    steps: int = 10,
+    steps: int | None = None,
     seed: int = 0,
     on_error: str = "fail",
     overwrite: bool = False,
@@ -121,7 +114,7 @@ def augment_dataset(
         dataset_id, name: the nnU-Net dataset id (1-999) and name.
         per_case: synthetic samples per case.
         healthy_only: synthesize only into cases without a tumor (all real cases are still written).
-        steps: Euler steps of the sampler.
+        steps: Euler steps of the sampler; None: the run's `flow.sample_steps`.
         seed: the run's seed; every sample's seed derives from (seed, case name, k).
         on_error: "fail" (a bad case stops the run) or "skip" (it is listed and skipped).
         overwrite: delete an existing dataset folder of this id and name first (default: resume it).
@@ -137,6 +130,7 @@ def augment_dataset(
                                  description="PET with TumorGen synthetic tumors (tumorgen augment)")
     if overwrite and writer.dataset_dir.exists():
         shutil.rmtree(writer.dataset_dir)
+    steps = model.sample_steps if steps is None else int(steps)
     report = AugmentReport(dataset_dir=writer.dataset_dir)
     provenance = _read_provenance(writer.dataset_dir)
     for case in tqdm(cases, desc="augment", unit="case", disable=not progress):

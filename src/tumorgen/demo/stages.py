@@ -1,7 +1,7 @@
 """The demo's stages, one function each: `(plan, paths, result, progress, say) -> StageRecord`.
 
-Each stage first checks whether its output is already complete (the reuse rules are in demo.py's
-docstring), then calls the library function the matching command calls, and records the command a
+Each stage first checks whether its output is already complete (the reuse rules are in the `tumorgen.demo`
+package docstring), then calls the library function the matching command calls, and records the command a
 user would type to do the same step alone.
 """
 
@@ -11,10 +11,9 @@ import json
 import shlex
 from pathlib import Path
 
-import numpy as np
-
 from tumorgen.config import Config, apply_overrides, load_config
-from tumorgen.demo import DemoPaths, DemoPlan, DemoResult, StageRecord, derived_seed, remove_incomplete_run
+from tumorgen.demo.plan import DemoPaths, DemoPlan, DemoResult, StageRecord, remove_incomplete_run
+from tumorgen.synthesis.pipeline import derived_seed
 
 
 def q(path) -> str:
@@ -110,7 +109,7 @@ def train_vae_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, pro
 
 
 def train_tumorgen_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
-    from tumorgen.training.run_setup import sha256_of
+    from tumorgen.io.files import sha256_file
     from tumorgen.training.tumorgen_stage import train_tumorgen
 
     command = (f"tumorgen train --data {q(paths.prep)} --vae {q(paths.vae)} --out {q(paths.tumorgen)} "
@@ -118,7 +117,7 @@ def train_tumorgen_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult
     data_json = paths.tumorgen / "data.json"
     if data_json.is_file():
         pinned = json.loads(data_json.read_text()).get("vae_sha256")
-        if pinned != sha256_of(paths.vae / "checkpoints" / "last.pt"):  # the VAE trained on: start again
+        if pinned != sha256_file(paths.vae / "checkpoints" / "last.pt"):  # the VAE trained on: start again
             import shutil
 
             say(f"train TumorGen: the VAE changed since {paths.tumorgen} was trained; training it again")
@@ -141,7 +140,8 @@ def healthy_scans(paths: DemoPaths) -> list[tuple[str, Path]]:
 def synthesize_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
     from tqdm import tqdm
 
-    from tumorgen.synthesis.manifest import MANIFEST_NAME, sha256_file
+    from tumorgen.io.files import sha256_file
+    from tumorgen.synthesis.manifest import MANIFEST_NAME
     from tumorgen.synthesis.pipeline import write_outputs
 
     scans = healthy_scans(paths)
@@ -185,47 +185,9 @@ def _manifest_complete(manifest: dict, scans, plan: DemoPlan, checkpoint_sha: st
 
 
 def quality_stage(*, plan: DemoPlan, paths: DemoPaths, result: DemoResult, progress: bool, say) -> StageRecord:
-    from tumorgen.demo_quality import measure_quality
+    from tumorgen.demo.quality import measure_quality
 
     say("quality: VAE reconstruction, final losses, uptake/volume/components, seam noise"
         + (", FID/KID on tumor-center slices" if plan.fid else ""))
     result.quality = measure_quality(plan=plan, paths=paths, say=say)
     return StageRecord(name="quality numbers", seconds=0.0, reused=False)
-
-
-def load_synthetic(paths: DemoPaths) -> list[dict]:
-    """Every synthetic sample: case, k, box, seed and its image/mask arrays with the affine."""
-    from tumorgen.io.nifti import load_volume
-
-    manifest = json.loads((paths.synthetic / "manifest.json").read_text())
-    samples = []
-    for entry in manifest["cases"]:
-        for s in entry["samples"]:
-            image = load_volume(paths.synthetic / s["files"]["pet"])
-            mask = load_volume(paths.synthetic / s["files"]["mask"], kind="mask")
-            samples.append({"case": entry["case"], "k": s["index"], "box": s["box"], "seed": s["seed"],
-                            "image": image.array, "mask": mask.array, "affine": image.affine,
-                            "spacing": image.spacing})
-    return samples
-
-
-def load_real_tumors(paths: DemoPaths, *, split: str | None = None) -> list[dict]:
-    """The real tumor-bearing phantoms on their own grid (SUV and mask), optionally one split only."""
-    from tumorgen.io.nifti import load_volume
-
-    info = json.loads((paths.prep / "dataset.json").read_text())
-    names = set(info["split"][split]) if split else None
-    out = []
-    for c in info["cases"]:
-        if c["healthy"] or (names is not None and c["name"] not in names):
-            continue
-        image = load_volume(paths.raw / c["source_image"])
-        mask = load_volume(paths.raw / c["source_mask"], kind="mask")
-        out.append({"case": c["name"], "image": image.array, "mask": mask.array, "affine": image.affine,
-                    "spacing": image.spacing, "box": None})
-    return out
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, ...]:
-    coords = np.argwhere(mask > 0)
-    return (*coords.min(axis=0), *(coords.max(axis=0) + 1))

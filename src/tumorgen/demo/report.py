@@ -21,12 +21,13 @@ def _mean_sd(entry: dict, spec: str = ".2f") -> str:
     return f"{entry['mean']:{spec}} ± {entry['sd']:{spec}}"
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """A duration as the demo says it, on the console and in report.md: `42.3 s`, `3 min 5 s`."""
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def render_report(result) -> str:
-    """The whole report as Markdown, from a `demo.DemoResult` whose quality stage has run."""
+    """The whole report as Markdown, from a `demo.plan.DemoResult` whose quality stage has run."""
     plan, paths, q = result.plan, result.paths, result.quality
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
@@ -35,14 +36,14 @@ def render_report(result) -> str:
         f"healthy ones at {plan.size}^3 in the AutoPET layout; training budgets {plan.vae_minutes:g} min (VAE) and "
         f"{plan.train_minutes:g} min (TumorGen); {plan.samples_per_case} synthetic tumors per healthy phantom.",
         f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, load average {load:.1f} when the report was written. "
-        f"Total time of this run: {_clock(result.seconds)}.", "",
+        f"Total time of this run: {clock(result.seconds)}.", "",
         "## What ran", "",
         "| step | time | | what you would type |", "|---|---|---|---|",
     ]
     for s in result.stages:
         status = "reused" if s.reused else "ran"
         note = f" ({s.note})" if s.note and s.note != "reusing" else ""
-        lines.append(f"| {s.name} | {_clock(s.seconds)} | {status}{note} | {f'`{s.command}`' if s.command else ''} |")
+        lines.append(f"| {s.name} | {clock(s.seconds)} | {status}{note} | {f'`{s.command}`' if s.command else ''} |")
     lines += ["", f"Outputs: `{paths.montage}` (montage), `{paths.synthetic}/` (synthetic PET in SUV and masks as NIfTI, "
               "one preview PNG per sample, `manifest.json`), loss curves in each run folder under "
               f"`{paths.out / 'runs'}/`.", ""]
@@ -94,7 +95,7 @@ def _tumor_section(q: dict) -> list[str]:
               "fills its box, as an undertrained model's does).", "",
               "| sample | passes | volume (mL) | SUV mean | SUV max | components | mask fills box | contrast | "
               "noise in/out | mask voxels outside box |", "|---|---|---|---|---|---|---|---|---|---|"]
-    from tumorgen.demo_montage import short_name
+    from tumorgen.demo.montage import short_name
 
     for s in synth.get("samples", []):
         lines.append(f"| {short_name(s['case'])} #{s['k']} | {'yes' if s.get('passes') else 'no'} | "
