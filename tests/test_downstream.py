@@ -58,6 +58,7 @@ def _cells(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["cells"]
 
 
+@pytest.mark.slow
 def test_outputs_and_the_skipped_arm(study):
     _, out, argv = study
     for name in ("table.md", "table.csv", "results.json", "dsc_vs_n.png", "README.md"):
@@ -74,6 +75,7 @@ def test_outputs_and_the_skipped_arm(study):
             assert 0.0 <= row["DSC"] <= 1.0 and 0.0 <= row["NSD"] <= 1.0 and row["seeds"] == 2
 
 
+@pytest.mark.slow
 def test_every_arm_sees_the_same_real_cases_and_as_many_synthetic_ones(study):
     _, out, _ = study
     cells = _cells(out)
@@ -99,6 +101,7 @@ def test_every_arm_sees_the_same_real_cases_and_as_many_synthetic_ones(study):
         assert full["real_cases"][:2] == small["real_cases"]
 
 
+@pytest.mark.slow
 def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
     prep, out, _ = study
     dataset = load_prepared(prep)
@@ -121,6 +124,7 @@ def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
     assert modes == {"regenerate", "place"}
 
 
+@pytest.mark.slow
 def test_same_seed_same_table_and_finished_cells_are_reused(tmp_path, one_thread, capsys):
     prep = tiny_study_prep(tmp_path / "prep")
     common = ["--data", str(prep), "--arms", "real,syntumor", "--n-real", "3", "--seeds", "4", *TINY_SEG]
