@@ -453,8 +453,12 @@ def summary_rows(cells: list[dict], *, arms: list[str], n_values: list[int], ski
             if healthy:
                 row["healthy_fp"] = float(np.mean([np.mean([v > 0 for v in h.values()]) for h in healthy]))
             failed = sum(c["n_synthetic_failed"] for c in mine)
-            if failed:
-                row["note"] = f"{failed} synthetic samples refused by the generator (left out)"
+            empty = sum(1 for c in mine for s in c["synthetic"] if s.get("new_voxels") == 0)
+            notes = ([f"{failed} synthetic samples refused by the generator (left out)"] if failed else []) + (
+                [f"{empty} synthetic samples with an empty new mask (kept: the generator made no tumor)"]
+                if empty else [])
+            if notes:
+                row["note"] = "; ".join(notes)
             rows.append(row)
     return rows
 

@@ -42,14 +42,25 @@ def tiny_study_prep(root: Path) -> Path:
     return prep
 
 
+def _difftumor_run(prep: Path, *, vae: Path, out: Path) -> Path:
+    """A DiffTumor run trained for one step (meaningless weights, a complete run folder)."""
+    from tumorgen.baselines.stage import train_baseline
+    from tumorgen.config import apply_overrides, load_config
+
+    config = apply_overrides(load_config("debug"), ["train.steps=1"])
+    train_baseline(method="difftumor", data=prep, vae_run=vae, out=out, config=config, progress=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, trained_debug_run, one_thread):
     root = tmp_path_factory.mktemp("downstream")
     prep = tiny_study_prep(root / "prep")
+    difftumor = _difftumor_run(prep, vae=trained_debug_run.parent / "vae", out=root / "difftumor")
     out = root / "out"
-    argv = ["--data", str(prep), "--out", str(out), "--arms", "real,tumorgen,syntumor,difftumor",
-            "--tumorgen", str(trained_debug_run), "--tumorgen-steps", "2", "--n-real", "2,all", "--seeds", "0,1",
-            *TINY_SEG]
+    argv = ["--data", str(prep), "--out", str(out), "--arms", "real,tumorgen,syntumor,difftumor,bld",
+            "--tumorgen", str(trained_debug_run), "--tumorgen-steps", "2", "--difftumor", str(difftumor),
+            "--baseline-steps", "2", "--n-real", "2,all", "--seeds", "0,1", *TINY_SEG]
     assert downstream.main(argv) == 0
     return prep, out, argv
 
@@ -66,10 +77,10 @@ def test_outputs_and_the_skipped_arm(study):
     readme = (out / "README.md").read_text()
     assert "python benchmarks/downstream.py --data" in readme and "2 steps" in readme
     rows = json.loads((out / "results.json").read_text())["rows"]
-    skipped = [r for r in rows if r["arm"] == "difftumor"]
-    assert skipped and all("skipped" in r["note"] for r in skipped)
+    skipped = [r for r in rows if r["arm"] == "bld"]
+    assert skipped and all("skipped: no --bld run" in r["note"] for r in skipped)
     assert {(r["n_real"], r["arm"]) for r in rows if "DSC" in r} == {
-        (n, a) for n in (2, 6) for a in ("real", "tumorgen", "syntumor")}
+        (n, a) for n in (2, 6) for a in ("real", "tumorgen", "syntumor", "difftumor")}
     for row in rows:
         if "DSC" in row:
             assert 0.0 <= row["DSC"] <= 1.0 and 0.0 <= row["NSD"] <= 1.0 and row["seeds"] == 2
@@ -79,21 +90,21 @@ def test_outputs_and_the_skipped_arm(study):
 def test_every_arm_sees_the_same_real_cases_and_as_many_synthetic_ones(study):
     _, out, _ = study
     cells = _cells(out)
-    assert len(cells) == 3 * 2 * 2
+    assert len(cells) == 4 * 2 * 2
     for n in (2, 6):
         for seed in (0, 1):
             group = {c["arm"]: c for c in cells if c["n_real"] == n and c["seed"] == seed}
-            assert set(group) == {"real", "tumorgen", "syntumor"}
+            assert set(group) == {"real", "tumorgen", "syntumor", "difftumor"}
             assert len({tuple(c["real_cases"]) for c in group.values()}) == 1
             real = group["real"]["real_cases"]
             assert len(real) == n and group["real"]["n_synthetic"] == 0
             plans = []
-            for arm in ("tumorgen", "syntumor"):
+            for arm in ("tumorgen", "syntumor", "difftumor"):
                 cell = group[arm]
                 assert cell["n_synthetic"] == 2 * n and cell["n_synthetic_failed"] == 0
                 assert {s["case"] for s in cell["synthetic"]} <= set(real), "only the cell's own real cases"
                 plans.append([(s["case"], s["k"], s["mode"], tuple(s["box"]), s["seed"]) for s in cell["synthetic"]])
-            assert plans[0] == plans[1], "the same boxes, modes and seeds for every generator"
+            assert plans[0] == plans[1] == plans[2], "the same boxes, modes and seeds for every generator"
     # nested real sets: the 2 cases of a seed are the first 2 of its 6
     for seed in (0, 1):
         small = next(c for c in cells if c["arm"] == "real" and c["n_real"] == 2 and c["seed"] == seed)
@@ -107,7 +118,7 @@ def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
     dataset = load_prepared(prep)
     records = sorted((out / "synthetic").glob("*/*/*_syn*.json"))
     assert records
-    modes = set()
+    modes, empty = set(), 0
     for path in records:
         record = json.loads(path.read_text())
         image = load_volume(path.with_name(path.stem + "_image.nii.gz")).array
@@ -117,11 +128,17 @@ def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
         inside[box_slices(record["box"])] = True
         assert np.allclose(image[~inside], real_image[~inside], atol=1e-6), "the scan is unchanged outside the box"
         assert np.array_equal(label[~inside], real_label[~inside]), "new tumor only inside the box"
-        assert label[inside].any() and record["new_voxels"] > 0
+        assert (label[inside] > 0).sum() == record["new_voxels"] and label.sum() == record["label_voxels"]
+        empty += record["new_voxels"] == 0
         if record["mode"] == "place":
             assert not real_label[inside].any() and np.array_equal(np.maximum(label, real_label), label), "union"
         modes.add(record["mode"])
     assert modes == {"regenerate", "place"}
+    assert empty <= len(records) // 4, "an untrained generator may make an empty tumor now and then, not mostly"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert all("empty new mask" in r.get("note", "") for r in rows if r["arm"] != "bld" and any(
+        s.get("new_voxels") == 0 for c in _cells(out) if c["arm"] == r["arm"] and c["n_real"] == r["n_real"]
+        for s in c["synthetic"]))
 
 
 @pytest.mark.slow
