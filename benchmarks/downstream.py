@@ -31,7 +31,8 @@ The design, and why:
   The box, the mode and the seed of sample (case, k) depend only on the real case and the seed, so
   every arm puts its tumor into the same box of the same scan with the same seed: only the generator
   differs.
-- **Built once**: a synthetic sample is written once per (arm, seed) under OUT/synthetic/ and reused
+- **Built once**: a synthetic sample is written once per (arm, seed) under OUT/synthetic/ (in a folder
+  named after the settings it depends on: modes, generator, data) and reused
   by every n (SynTumor, whose uptake statistics are fitted to the n real tumors it may see, once per
   (seed, n)). The learned generators (TumorGen, DiffTumor) were trained on the whole train split:
   at small n they carry what they learned from the other cases; retrain them per n for a strict study.
@@ -659,11 +660,14 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
                 if arm in skipped:
                     continue
                 pool = None
+                # the pool's folder names what its samples depend on, so other settings never reuse them
+                key = hashlib.sha256(json.dumps([list(modes), generators.get(arm), settings["data"]]).encode())
+                tag = f"s{seed}" + (f"_n{n:03d}" if arm == "syntumor" else "") + f"_{key.hexdigest()[:8]}"
                 if arm in MODEL_ARMS:
-                    pool = SyntheticPool(out / "synthetic" / arm / f"s{seed}", loaded=loaded, make=model_maker(arm),
+                    pool = SyntheticPool(out / "synthetic" / arm / tag, loaded=loaded, make=model_maker(arm),
                                          seed=seed, modes=modes)
                 elif arm == "syntumor":
-                    pool = SyntheticPool(out / "synthetic" / "syntumor" / f"s{seed}_n{n:03d}", loaded=loaded,
+                    pool = SyntheticPool(out / "synthetic" / "syntumor" / tag, loaded=loaded,
                                          make=_syntumor_factory(loaded, sources, seed), seed=seed, modes=modes)
                 cell = Cell(arm, n, seed)
                 t0 = time.perf_counter()

@@ -171,3 +171,20 @@ def test_plan_helpers():
         [f"c{i}" for i in range(10)], 3)
     with pytest.raises(downstream.TumorGenError, match="--synthetic"):
         downstream.synthetic_count("lots", 3)
+
+
+def test_paired_comparison_is_per_test_case_and_seed():
+    def cell(arm, seed, dsc):
+        return {"arm": arm, "n_real": 4, "seed": seed, "n_synthetic": 0 if arm == "real" else 8,
+                "n_synthetic_failed": 0, "synthetic": [], "healthy_predicted_voxels": {},
+                "per_case": {c: {"DSC": v, "NSD": v} for c, v in dsc.items()}}
+
+    cells = [cell("real", 0, {"a": 0.5, "b": 0.4, "c": 0.2}), cell("real", 1, {"a": 0.7, "b": 0.2, "c": 0.2}),
+             cell("syntumor", 0, {"a": 0.6, "b": 0.6, "c": 0.1}), cell("syntumor", 1, {"a": 0.8, "b": 0.2, "c": 0.1})]
+    rows = downstream.summary_rows(cells, arms=["real", "syntumor"], n_values=[4], skipped={})
+    real, syn = rows
+    assert real["DSC"] == pytest.approx(np.mean([np.mean([0.5, 0.4, 0.2]), np.mean([0.7, 0.2, 0.2])]))
+    # per test case, averaged over seeds: a +0.1, b +0.1, c -0.1
+    assert syn["dDSC"] == pytest.approx(0.1 / 3) and syn["dDSC_sd"] == pytest.approx(np.std([0.1, 0.1, -0.1], ddof=1))
+    assert syn["better_worse"] == "2/1" and 0.0 < syn["p_DSC"] <= 1.0 and "dDSC" not in real
+
