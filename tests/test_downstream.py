@@ -1,0 +1,190 @@
+"""benchmarks/downstream.py on a tiny PREP cache with a few segmenter steps: every arm sees the same real
+cases and as many synthetic ones, synthetic labels lie in their box and keep the real label, same seed same
+table, finished cells are reused, a missing model's arm is skipped with a note."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_tiny_prep
+from tumorgen.data.prepared import load_prepared
+from tumorgen.io.nifti import load_volume
+from tumorgen.synthesis.rand_tumor import box_slices
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SEG = ["--seg-steps", "2", "--seg-channels", "4,8,16", "--seg-roi", "16", "--no-progress"]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("downstream", ROOT / "benchmarks" / "downstream.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+downstream = _load_script()
+
+
+def tiny_study_prep(root: Path) -> Path:
+    """8 cases of 16^3: train = case02..case07 (case07 healthy), test = case00, case01."""
+    prep = write_tiny_prep(root, n_cases=8)
+    info = json.loads((prep / "dataset.json").read_text())
+    names = [c["name"] for c in info["cases"]]
+    info["split"] = {"train": names[2:], "test": names[:2]}
+    (prep / "dataset.json").write_text(json.dumps(info))
+    return prep
+
+
+def _difftumor_run(prep: Path, *, vae: Path, out: Path) -> Path:
+    """A DiffTumor run trained for one step (meaningless weights, a complete run folder)."""
+    from tumorgen.baselines.stage import train_baseline
+    from tumorgen.config import apply_overrides, load_config
+
+    config = apply_overrides(load_config("debug"), ["train.steps=1"])
+    train_baseline(method="difftumor", data=prep, vae_run=vae, out=out, config=config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, trained_debug_run, one_thread):
+    root = tmp_path_factory.mktemp("downstream")
+    prep = tiny_study_prep(root / "prep")
+    difftumor = _difftumor_run(prep, vae=trained_debug_run.parent / "vae", out=root / "difftumor")
+    out = root / "out"
+    argv = ["--data", str(prep), "--out", str(out), "--arms", "real,tumorgen,syntumor,difftumor,bld",
+            "--tumorgen", str(trained_debug_run), "--tumorgen-steps", "2", "--difftumor", str(difftumor),
+            "--baseline-steps", "2", "--n-real", "2,all", "--seeds", "0,1", *TINY_SEG]
+    assert downstream.main(argv) == 0
+    return prep, out, argv
+
+
+def _cells(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())["cells"]
+
+
+@pytest.mark.slow
+def test_outputs_and_the_skipped_arm(study):
+    _, out, argv = study
+    for name in ("table.md", "table.csv", "results.json", "dsc_vs_n.png", "README.md"):
+        assert (out / name).is_file(), name
+    readme = (out / "README.md").read_text()
+    assert "python benchmarks/downstream.py --data" in readme and "2 steps" in readme
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    skipped = [r for r in rows if r["arm"] == "bld"]
+    assert skipped and all("skipped: no --bld run" in r["note"] for r in skipped)
+    assert {(r["n_real"], r["arm"]) for r in rows if "DSC" in r} == {
+        (n, a) for n in (2, 6) for a in ("real", "tumorgen", "syntumor", "difftumor")}
+    for row in rows:
+        if "DSC" in row:
+            assert 0.0 <= row["DSC"] <= 1.0 and 0.0 <= row["NSD"] <= 1.0 and row["seeds"] == 2
+
+
+@pytest.mark.slow
+def test_every_arm_sees_the_same_real_cases_and_as_many_synthetic_ones(study):
+    _, out, _ = study
+    cells = _cells(out)
+    assert len(cells) == 4 * 2 * 2
+    for n in (2, 6):
+        for seed in (0, 1):
+            group = {c["arm"]: c for c in cells if c["n_real"] == n and c["seed"] == seed}
+            assert set(group) == {"real", "tumorgen", "syntumor", "difftumor"}
+            assert len({tuple(c["real_cases"]) for c in group.values()}) == 1
+            real = group["real"]["real_cases"]
+            assert len(real) == n and group["real"]["n_synthetic"] == 0
+            plans = []
+            for arm in ("tumorgen", "syntumor", "difftumor"):
+                cell = group[arm]
+                assert cell["n_synthetic"] == 2 * n and cell["n_synthetic_failed"] == 0
+                assert {s["case"] for s in cell["synthetic"]} <= set(real), "only the cell's own real cases"
+                plans.append([(s["case"], s["k"], s["mode"], tuple(s["box"]), s["seed"]) for s in cell["synthetic"]])
+            assert plans[0] == plans[1] == plans[2], "the same boxes, modes and seeds for every generator"
+    # nested real sets: the 2 cases of a seed are the first 2 of its 6
+    for seed in (0, 1):
+        small = next(c for c in cells if c["arm"] == "real" and c["n_real"] == 2 and c["seed"] == seed)
+        full = next(c for c in cells if c["arm"] == "real" and c["n_real"] == 6 and c["seed"] == seed)
+        assert full["real_cases"][:2] == small["real_cases"]
+
+
+@pytest.mark.slow
+def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
+    prep, out, _ = study
+    dataset = load_prepared(prep)
+    records = sorted((out / "synthetic").glob("*/*/*_syn*.json"))
+    assert records
+    modes, empty = set(), 0
+    for path in records:
+        record = json.loads(path.read_text())
+        image = load_volume(path.with_name(path.stem + "_image.nii.gz")).array
+        label = load_volume(path.with_name(path.stem + "_mask.nii.gz"), kind="mask").array
+        real_image, real_label, _ = dataset.case(record["case"]).load()
+        inside = np.zeros(label.shape, bool)
+        inside[box_slices(record["box"])] = True
+        assert np.allclose(image[~inside], real_image[~inside], atol=1e-6), "the scan is unchanged outside the box"
+        assert np.array_equal(label[~inside], real_label[~inside]), "new tumor only inside the box"
+        assert (label[inside] > 0).sum() == record["new_voxels"] and label.sum() == record["label_voxels"]
+        empty += record["new_voxels"] == 0
+        if record["mode"] == "place":
+            assert not real_label[inside].any() and np.array_equal(np.maximum(label, real_label), label), "union"
+        modes.add(record["mode"])
+    assert modes == {"regenerate", "place"}
+    assert empty <= len(records) // 4, "an untrained generator may make an empty tumor now and then, not mostly"
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert all("empty new mask" in r.get("note", "") for r in rows if r["arm"] != "bld" and any(
+        s.get("new_voxels") == 0 for c in _cells(out) if c["arm"] == r["arm"] and c["n_real"] == r["n_real"]
+        for s in c["synthetic"]))
+
+
+@pytest.mark.slow
+def test_same_seed_same_table_and_finished_cells_are_reused(tmp_path, one_thread, capsys):
+    prep = tiny_study_prep(tmp_path / "prep")
+    common = ["--data", str(prep), "--arms", "real,syntumor", "--n-real", "3", "--seeds", "4", *TINY_SEG]
+    assert downstream.main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert downstream.main([*common, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "table.csv").read_text() == (tmp_path / "b" / "table.csv").read_text()
+    a, b = _cells(tmp_path / "a"), _cells(tmp_path / "b")
+    assert [c["per_case"] for c in a] == [c["per_case"] for c in b]
+
+    result = tmp_path / "a" / "cells" / "syntumor_n003_s4" / "result.json"
+    before = result.stat().st_mtime_ns
+    assert downstream.main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert result.stat().st_mtime_ns == before, "a finished cell is read, not run again"
+    capsys.readouterr()
+    changed = [*common, "--out", str(tmp_path / "a")]
+    changed[changed.index("--seg-steps") + 1] = "3"
+    assert downstream.main(changed) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_plan_helpers():
+    assert downstream.synthetic_count("2x", 5) == 10 and downstream.synthetic_count("7", 5) == 7
+    assert downstream.synthetic_plan(["a", "b"], 5) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
+    assert downstream.synthetic_plan([], 3) == []
+    order = downstream.real_order([f"c{i}" for i in range(10)], 3)
+    assert sorted(order) == sorted(f"c{i}" for i in range(10)) and order == downstream.real_order(
+        [f"c{i}" for i in range(10)], 3)
+    with pytest.raises(downstream.TumorGenError, match="--synthetic"):
+        downstream.synthetic_count("lots", 3)
+
+
+def test_paired_comparison_is_per_test_case_and_seed():
+    def cell(arm, seed, dsc):
+        return {"arm": arm, "n_real": 4, "seed": seed, "n_synthetic": 0 if arm == "real" else 8,
+                "n_synthetic_failed": 0, "synthetic": [], "healthy_predicted_voxels": {},
+                "per_case": {c: {"DSC": v, "NSD": v} for c, v in dsc.items()}}
+
+    cells = [cell("real", 0, {"a": 0.5, "b": 0.4, "c": 0.2}), cell("real", 1, {"a": 0.7, "b": 0.2, "c": 0.2}),
+             cell("syntumor", 0, {"a": 0.6, "b": 0.6, "c": 0.1}), cell("syntumor", 1, {"a": 0.8, "b": 0.2, "c": 0.1})]
+    rows = downstream.summary_rows(cells, arms=["real", "syntumor"], n_values=[4], skipped={})
+    real, syn = rows
+    assert real["DSC"] == pytest.approx(np.mean([np.mean([0.5, 0.4, 0.2]), np.mean([0.7, 0.2, 0.2])]))
+    # per test case, averaged over seeds: a +0.1, b +0.1, c -0.1
+    assert syn["dDSC"] == pytest.approx(0.1 / 3) and syn["dDSC_sd"] == pytest.approx(np.std([0.1, 0.1, -0.1], ddof=1))
+    assert syn["better_worse"] == "2/1" and 0.0 < syn["p_DSC"] <= 1.0 and "dDSC" not in real
+
