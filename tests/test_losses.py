@@ -65,3 +65,26 @@ def test_refiner_loss_expected_values():
     expected = torch.log(torch.tensor(2.0)).item() + 1 - 33 / 65
     assert refiner_loss(torch.zeros_like(M), M).item() == pytest.approx(expected, rel=1e-5)
     assert dice_loss(M, M).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ssim3d_is_monais_map_kept_at_full_size_with_one_range_per_item():
+    """Ours gives MONAI's values (on replicate-padded input, one call per item's range), and keeps the
+    border MONAI's valid convolution drops (see `ssim3d`'s docstring for why ours is kept)."""
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 3, 12, 12, 12)
+    b = a + 0.4 * torch.randn_like(a)
+    monai_map, _ = compute_ssim_and_cs(a[:1], b[:1], spatial_dims=3, kernel_size=(5, 5, 5),
+                                       kernel_sigma=(1.5, 1.5, 1.5), data_range=3.0)
+    assert monai_map.shape == (1, 3, 8, 8, 8)  # 2 voxels lost on every face of a 12^3 grid
+    full = ssim3d(a, b, data_range=3.0, reduction="none")
+    assert full.shape == (2,)
+    interior_only = compute_ssim_and_cs(a, b, spatial_dims=3, kernel_size=(5, 5, 5), kernel_sigma=(1.5, 1.5, 1.5),
+                                        data_range=3.0)[0].reshape(2, -1).mean(1)
+    assert not torch.allclose(full, interior_only, atol=1e-4)  # the border counts in ours
+    padded = torch.nn.functional.pad(a, (2,) * 6, mode="replicate"), torch.nn.functional.pad(b, (2,) * 6, mode="replicate")
+    per_item = [compute_ssim_and_cs(padded[0][i : i + 1], padded[1][i : i + 1], spatial_dims=3, kernel_size=(5, 5, 5),
+                                    kernel_sigma=(1.5, 1.5, 1.5), data_range=r)[0].mean() for i, r in enumerate((3.0, 7.0))]
+    torch.testing.assert_close(ssim3d(a, b, data_range=torch.tensor([3.0, 7.0]), reduction="none"),
+                               torch.stack(per_item), rtol=1e-5, atol=1e-6)

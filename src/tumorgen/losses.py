@@ -53,6 +53,14 @@ def ssim3d(
     The output keeps the input's size (replicate padding), because latent grids are small and their
     border is a large share of them.
 
+    Why not MONAI's `compute_ssim_and_cs`: its map is this one without the border (it convolves
+    without padding: a 16^3 latent grid keeps only 12^3, and a tumor at the box edge drops out of the
+    fine term), it takes one data range for the whole batch where the fine term needs one per item,
+    and it convolves with the full 5^3 kernel: padded and called once per item, it gives the same
+    values (`tests/test_losses.py` checks ours against it) but took 77 ms against this separable
+    blur's 27 ms for a batch of 8 4x16^3 latents with the backward pass (one CPU thread), ~6% of a
+    CPU training step.
+
     Args:
         a, b: volumes to compare.
         window: Gaussian window size (odd).
