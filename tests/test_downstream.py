@@ -4,32 +4,21 @@ table, finished cells are reused, a missing model's arm is skipped with a note."
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_tiny_prep
+from conftest import load_benchmark, write_tiny_prep
 from tumorgen.data.prepared import load_prepared
 from tumorgen.io.nifti import load_volume
 from tumorgen.synthesis.rand_tumor import box_slices
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_SEG = ["--seg-steps", "2", "--seg-channels", "4,8,16", "--seg-roi", "16", "--no-progress"]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("downstream", ROOT / "benchmarks" / "downstream.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
-
-
-downstream = _load_script()
+downstream = load_benchmark("downstream")
 
 
 def tiny_study_prep(root: Path) -> Path:

@@ -19,19 +19,24 @@ OVERRIDES = [  # the ibsi preset's design, at toy size (16^3 windows, 8^3 latent
 ]
 
 
-@pytest.fixture(scope="module")
-def box_run(tmp_path_factory, one_thread):
-    """Toy box-window models trained for 150 + 300 steps (about 45 s of CPU): (PREP, run folder)."""
+def train_toy_box_run(root, prep, extra: tuple[str, ...] = ()):
+    """Train the toy box-window VAE and TumorGen (OVERRIDES + `extra`) on PREP under ROOT; the run folder."""
     from tumorgen.config import apply_overrides, load_config
     from tumorgen.training.tumorgen_stage import train_tumorgen
     from tumorgen.training.vae_stage import train_vae
 
-    root = tmp_path_factory.mktemp("box_run")
-    prep = write_tiny_prep(root / "prep", size=32, n_cases=6, seed=3)
-    config = apply_overrides(load_config("ibsi"), OVERRIDES)
+    config = apply_overrides(load_config("ibsi"), OVERRIDES + list(extra))
     train_vae(data=prep, out=root / "vae", config=config, progress=False)
     train_tumorgen(data=prep, vae_run=root / "vae", out=root / "run", config=config, progress=False)
-    return prep, root / "run"
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def box_run(tmp_path_factory, one_thread):
+    """Toy box-window models trained for 150 + 300 steps (about 45 s of CPU): (PREP, run folder)."""
+    root = tmp_path_factory.mktemp("box_run")
+    prep = write_tiny_prep(root / "prep", size=32, n_cases=6, seed=3)
+    return prep, train_toy_box_run(root, prep)
 
 
 def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(box_run):

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_tiny_prep
+from conftest import load_benchmark, write_tiny_prep
 from tumorgen.data.prepared import load_prepared
 from tumorgen.evaluation.inception import default_inception_path
 from tumorgen.io.nifti import load_volume
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("syntumor", "blob", "empty")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("paired_protocol", ROOT / "benchmarks" / "paired_protocol.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
-
-
-protocol = _load_script()
+protocol = load_benchmark("paired_protocol")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import write_tiny_prep
-from test_learning_box_windows import OVERRIDES
+from test_learning_box_windows import train_toy_box_run
 
 
 def test_tumor_uptake_is_the_mean_suv_in_the_mask_on_the_models_scale():
@@ -77,16 +77,9 @@ HOT, COLD = 0.7, 0.2  # tumors add SUV 7 or 2 (suv_max 10) to a background of ab
 @pytest.fixture(scope="module")
 def uptake_run(tmp_path_factory, one_thread):
     """Toy box-window models with the uptake condition, trained on alternately hot and cold tumors."""
-    from tumorgen.config import apply_overrides, load_config
-    from tumorgen.training.tumorgen_stage import train_tumorgen
-    from tumorgen.training.vae_stage import train_vae
-
     root = tmp_path_factory.mktemp("uptake_run")
     prep = write_tiny_prep(root / "prep", size=32, n_cases=7, seed=5, uptakes=(HOT, COLD))
-    config = apply_overrides(load_config("ibsi"), OVERRIDES + ["flow.uptake_condition=true"])
-    train_vae(data=prep, out=root / "vae", config=config, progress=False)
-    train_tumorgen(data=prep, vae_run=root / "vae", out=root / "run", config=config, progress=False)
-    return prep, root / "run"
+    return prep, train_toy_box_run(root, prep, extra=("flow.uptake_condition=true",))
 
 
 def test_data_json_lists_the_training_tumors_mean_suv(uptake_run):
