@@ -366,3 +366,42 @@ def test_diffusion_config_builds_the_schedule_and_refuses_bad_values():
                 "diffusion.sample_steps=0"):
         with pytest.raises(TumorGenError, match="diffusion"):
             apply_overrides(cfg, [bad])
+
+
+def test_a_box_window_baseline_trains_on_tumorgens_windows_and_synthesizes_any_box(tmp_path):
+    """With `data.window = "box"` a baseline sees the windows TumorGen sees (the same bank), keeps masks at
+    the window's scale, and its run goes through the pipeline for a box larger than the window."""
+    import json
+    from pathlib import Path
+
+    from conftest import write_tiny_prep
+    from test_learning_box_windows import OVERRIDES
+    from tumorgen.io.nifti import Volume
+    from tumorgen.synthesis.pipeline import synthesize_into_scan
+
+    cfg = apply_overrides(load_config("ibsi"), OVERRIDES + ["train.steps=2", "train.checkpoint_every=2",
+                                                            "data.windows_per_case=4"])
+    prep = write_tiny_prep(tmp_path / "prep", size=32, n_cases=4, seed=3)
+    vae = build_vae_from_config(cfg, with_weights=False).eval()
+    image = torch.from_numpy(np.stack([c.load()[0] for c in _cases(prep)])[:, None, :16, :16, :16])
+    save_checkpoint(tmp_path / "vae" / "checkpoints" / "last.pt", kind="vae", step=0, config=to_dict(cfg), model=vae,
+                    extra={"scale_factor": latent_scale_factor(vae, image, device=torch.device("cpu"))})
+    run = tmp_path / "difftumor"
+    train_baseline(method="difftumor", data=prep, vae_run=tmp_path / "vae", out=run, config=cfg, progress=False)
+
+    info = json.loads((run / "data.json").read_text())
+    assert info["window"] == "box" and info["size"] == [16, 16, 16] and info["box_fill"] == 12
+    assert load_baseline(run).config.flow.uptake_condition is False  # a baseline is never told the uptake
+    bank = MaskBank.load(run / "mask_bank.npz")
+    assert len(bank.masks) == 4 * len(_cases(prep))  # one mask per training window
+    assert max(max(m.shape) for m in bank.masks) <= 12  # inside the box's 12 window voxels, whatever the tumor
+
+    case_image, _, affine = _cases(prep)[0].load()
+    scan = Volume(array=(case_image * info["suv_max"]).astype(np.float32), affine=affine, path=Path("scan.nii.gz"))
+    box = (1, 1, 1, 31, 31, 31)  # 30 voxels a side: about 2x the 16-voxel window
+    result = synthesize_into_scan(scan=scan, boxes=[box], generate=load_baseline_generator(run, steps=2),
+                                  model_info=info, num=1, seed=0)[0]
+    keep = np.ones(scan.array.shape, bool)
+    keep[1:31, 1:31, 1:31] = False
+    assert result.mask.sum() > 0 and result.mask[keep].sum() == 0
+    assert np.array_equal(result.image[keep], scan.array[keep])

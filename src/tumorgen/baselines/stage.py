@@ -6,9 +6,12 @@ c -> c for BLD), the optimisation is the `train` section, the schedule the `diff
 
 Because the VAE is frozen, each tumor-bearing training volume is encoded once (posterior mean times
 the VAE's scale factor) and its latents and latent mask are kept in memory; a step only runs the
-U-Net. The run folder is laid out as `tumorgen train`'s (config.json, data.json, metrics.jsonl,
-loss_curve.png, checkpoints/ of kind "difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training
-tumors' masks that synthesis places into boxes.
+U-Net. With `data.window = "box"` (the ibsi and phantom presets) it trains on TumorGen's bank of box
+windows — same spec, same seed, so the same windows — and its mask bank holds the windows' masks, at
+the scale at which synthesis cuts a window around a user's box. The run folder is laid out as
+`tumorgen train`'s (config.json, data.json, metrics.jsonl, loss_curve.png, checkpoints/ of kind
+"difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training tumors' masks that synthesis places
+into boxes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tumorgen.baselines.difftumor import difftumor_loss, latent_mask
 from tumorgen.baselines.latent_diffusion import DiffusionSchedule
 from tumorgen.baselines.mask_bank import MaskBank
 from tumorgen.config import Config, DiffusionConfig, to_dict
+from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path, write_json
@@ -38,7 +42,7 @@ from tumorgen.training.run_folder import load_vae
 from tumorgen.training.run_setup import (
     claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config,
 )
-from tumorgen.training.tumorgen_stage import describe_data
+from tumorgen.training.tumorgen_stage import describe_data, encode_latents
 
 METHODS = ("difftumor", "bld")
 MASK_BANK_NAME = "mask_bank.npz"
@@ -60,14 +64,6 @@ def build_baseline_unet(cfg: Config, method: str) -> VelocityUNet:
         return build_velocity_unet(latent_channels=c, channels=f.channels, attention_levels=f.attention_levels,
                                    num_res_blocks=f.num_res_blocks, num_head_channels=f.num_head_channels,
                                    norm_num_groups=f.norm_num_groups, in_channels=in_channels, out_channels=c)
-
-
-@torch.no_grad()
-def encode_latents(vae: nn.Module, volumes: torch.Tensor, *, scale_factor: float,
-                   device: torch.device) -> torch.Tensor:
-    """Scaled posterior means of `(N, 1, X, Y, Z)` volumes, one at a time: `(N, c, X/f, Y/f, Z/f)` on the CPU."""
-    return torch.cat([vae_lib.encode_mean(vae, volumes[i:i + 1].to(device)).cpu() * scale_factor
-                      for i in range(len(volumes))])
 
 
 def train_baseline(*, method: str, data: str | Path, vae_run: str | Path, out: str | Path, config: Config,
@@ -97,20 +93,31 @@ def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config,
            info: distributed.DistInfo) -> FitResult:
     train = config.train
     vae, scale_factor, vae_cfg, vae_path = load_vae(out / "vae.pt" if resume else vae_run, device=info.device)
-    config = dataclasses.replace(config, vae=vae_cfg.vae, vae_train=vae_cfg.vae_train)
+    # the run records the VAE it uses; a baseline has no uptake input, so its run does not claim one
+    config = dataclasses.replace(config, vae=vae_cfg.vae, vae_train=vae_cfg.vae_train,
+                                 flow=dataclasses.replace(config.flow, uptake_condition=False))
 
     dataset = load_prepared(data)
     cases = dataset.tumor_cases(split="train")
     if not cases:
         raise fail_on(data / "dataset.json", f"has no tumor-bearing training cases to train {method} on")
     factor = vae_lib.latent_factor(vae)
-    levels = 2 ** (len(config.flow.channels) - 1)
-    if any(s % (factor * levels) for s in dataset.size):
-        raise fail_on(data / "dataset.json", f"size {dataset.size} is not divisible by the VAE factor {factor} "
-                                             f"times the U-Net's {levels} levels")
     loaded = [case.load() for case in cases]
-    volumes = stack_volumes([im for im, _, _ in loaded])  # (N, 1, X, Y, Z)
-    masks = stack_volumes([m.astype(np.float32) for _, m, _ in loaded])  # (N, 1, X, Y, Z)
+    if config.data.window == "box":  # TumorGen's bank of box windows (same spec, same seed): the same data
+        spec = box_window_spec(config, dataset.suv_max)
+        window_images, window_masks, _ = random_windows(
+            [im * dataset.suv_max for im, _, _ in loaded], [m for _, m, _ in loaded], [a for _, _, a in loaded],
+            spec, np.random.default_rng(train.seed), config.data.windows_per_case * len(loaded))
+        volumes, masks = torch.from_numpy(window_images), torch.from_numpy(window_masks)  # (N*K, 1, S, S, S)
+        bank_masks = [m[0] for m in window_masks]  # masks at the window's scale, where synthesis places them
+    else:
+        levels = 2 ** (len(config.flow.channels) - 1)
+        if any(s % (factor * levels) for s in dataset.size):
+            raise fail_on(data / "dataset.json", f"size {dataset.size} is not divisible by the VAE factor {factor} "
+                                                 f"times the U-Net's {levels} levels")
+        volumes = stack_volumes([im for im, _, _ in loaded])  # (N, 1, X, Y, Z)
+        masks = stack_volumes([m.astype(np.float32) for _, m, _ in loaded])  # (N, 1, X, Y, Z)
+        bank_masks = [m for _, m, _ in loaded]
     latents = encode_latents(vae, volumes, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
     latent_masks = latent_mask(masks, factor)  # (N, 1, h, w, d)
 
@@ -119,9 +126,9 @@ def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config,
     if info.is_main and not resume:
         with atomic_path(out / "vae.pt") as tmp:
             shutil.copyfile(vae_path, tmp)
-        MaskBank.from_masks([m for _, m, _ in loaded]).save(out / MASK_BANK_NAME)
+        MaskBank.from_masks(bank_masks).save(out / MASK_BANK_NAME)
         described = describe_data(dataset, cases, [m for _, m, _ in loaded], [a for _, _, a in loaded],
-                                  vae_sha256=sha256_file(out / "vae.pt"))
+                                  vae_sha256=sha256_file(out / "vae.pt"), config=config, latent_factor=factor)
         write_json(out / "data.json", {**described, "method": method})
     if info.is_main:
         write_run_config(config, out)
