@@ -77,7 +77,7 @@ def test_demo_refuses_to_mix_fast_and_full_demos(tmp_path, capsys):
 
 
 def test_demo_refuses_a_budget_too_small_to_train(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--minutes", "2"]) == 2
+    assert main(["demo", "--out", str(tmp_path / "d"), "--minutes", "1.5"]) == 2
     assert "leaves no time to train" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
@@ -85,7 +85,7 @@ def test_demo_refuses_a_budget_too_small_to_train(tmp_path, capsys):
 def test_budget_split_gives_training_all_but_the_overhead():
     plan = plan_demo(minutes=12.0)
     assert plan.preset == "phantom" and plan.size == 64
-    assert plan.vae_minutes + plan.train_minutes == pytest.approx(10.0)
+    assert plan.vae_minutes + plan.train_minutes == pytest.approx(11.0)
     assert plan.train_minutes > plan.vae_minutes > 0
     assert plan_demo(fast=True).preset == "debug"
 

@@ -20,7 +20,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="the demo folder (default demo_out)")
     parser.add_argument("--minutes", type=float, default=11.0,
-                        help="the whole budget in minutes; training gets all but ~2 (default 11)")
+                        help="the whole budget in minutes; training gets all but ~1 (default 11)")
     parser.add_argument("--fast", action="store_true", help="a 1-2 minute variant at the debug preset (CI checks)")
     parser.add_argument("--seed", type=int, default=0, help="seeds phantoms, split, training, synthesis (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

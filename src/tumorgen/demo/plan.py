@@ -15,11 +15,13 @@ import numpy as np
 
 STATE_FILE = "demo.json"
 LAYOUT = "autopet"  # a CT beside each PET, so sampled boxes go into the lungs found on it
-# Seconds kept for phantoms, prepare, synthesis, quality numbers and the report (measured ~1.5 min on
-# 2 busy cores); the rest of --minutes trains, 35% VAE and 65% TumorGen (the flow model needs more; with
-# the phantom preset's 24^3 windows the VAE reaches its 1500 steps in about 3 of its 3.15 minutes).
-OVERHEAD_MINUTES = 2.0
-VAE_SHARE = 0.35
+# Minutes kept for phantoms, prepare, synthesis, quality numbers and the report (measured 0.5 min on 2
+# idle cores, so 1 leaves room for a loaded machine); the rest of --minutes trains, 30% VAE and 70%
+# TumorGen: the flow model's steps decide how many demo tumors pass (measured: 32^3 windows, 424 steps,
+# 6 of 12; the phantom preset's 24^3 windows, 1085-1190 steps, 9-10 of 12), while the VAE's error inside
+# tumors at ~1400 steps (0.24 SUV) is already below the tumors' grain.
+OVERHEAD_MINUTES = 1.0
+VAE_SHARE = 0.3
 
 
 @dataclass(frozen=True)
