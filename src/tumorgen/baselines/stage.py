@@ -29,7 +29,6 @@ from tumorgen.baselines.difftumor import difftumor_loss, latent_mask
 from tumorgen.baselines.latent_diffusion import DiffusionSchedule
 from tumorgen.baselines.mask_bank import MaskBank
 from tumorgen.config import Config, DiffusionConfig, to_dict
-from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path, write_json
@@ -42,7 +41,7 @@ from tumorgen.training.run_folder import load_vae
 from tumorgen.training.run_setup import (
     claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config,
 )
-from tumorgen.training.tumorgen_stage import describe_data, encode_latents
+from tumorgen.training.tumorgen_stage import box_window_bank, describe_data, encode_latents
 
 METHODS = ("difftumor", "bld")
 MASK_BANK_NAME = "mask_bank.npz"
@@ -104,10 +103,7 @@ def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config,
     factor = vae_lib.latent_factor(vae)
     loaded = [case.load() for case in cases]
     if config.data.window == "box":  # TumorGen's bank of box windows (same spec, same seed): the same data
-        spec = box_window_spec(config, dataset.suv_max)
-        window_images, window_masks, _ = random_windows(
-            [im * dataset.suv_max for im, _, _ in loaded], [m for _, m, _ in loaded], [a for _, _, a in loaded],
-            spec, np.random.default_rng(train.seed), config.data.windows_per_case * len(loaded))
+        window_images, window_masks, _ = box_window_bank(config, dataset, loaded)
         volumes, masks = torch.from_numpy(window_images), torch.from_numpy(window_masks)  # (N*K, 1, S, S, S)
         bank_masks = [m[0] for m in window_masks]  # masks at the window's scale, where synthesis places them
     else:

@@ -88,6 +88,18 @@ def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affi
     return info
 
 
+def box_window_bank(config: Config, dataset: PreparedDataset, loaded: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stage-2 bank of box windows: `data.windows_per_case` per training tumor, from `train.seed`.
+
+    One function, so TumorGen and the baselines (`baselines.stage`) train on the very same windows.
+    `loaded` holds each case's (image in [0, 1], mask, affine); returns `random_windows`' images, masks
+    and boxes.
+    """
+    return random_windows([im * dataset.suv_max for im, _, _ in loaded], [m for _, m, _ in loaded],
+                          [a for _, _, a in loaded], box_window_spec(config, dataset.suv_max),
+                          np.random.default_rng(config.train.seed), config.data.windows_per_case * len(loaded))
+
+
 def erase_windows(images: np.ndarray, boxes: np.ndarray, *, seed: int) -> torch.Tensor:
     """Box windows (N, 1, S, S, S) with each box erased as synthesis erases it (`synthesis.erase`)."""
     from tumorgen.synthesis.erase import erase_box
@@ -161,17 +173,13 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
 
     boxes = uptake = None
     if config.data.window == "box":  # a bank of box windows, encoded once (the VAE is frozen)
-        spec = box_window_spec(config, dataset.suv_max)
-        count = config.data.windows_per_case * len(loaded)
-        bank_images, bank_masks, bank_boxes = random_windows(
-            [im * dataset.suv_max for im, _, _ in loaded], [m for _, m, _ in loaded], [a for _, _, a in loaded],
-            spec, np.random.default_rng(train.seed), count)
+        bank_images, bank_masks, bank_boxes = box_window_bank(config, dataset, loaded)
         images, masks = torch.from_numpy(bank_images), torch.from_numpy(bank_masks)  # (N*K, 1, S, S, S)
         latent_shape = tuple(s // factor for s in images.shape[2:])
         boxes = box_indicator(torch.from_numpy(bank_boxes) // factor, latent_shape)  # (N*K, 1, h, w, d)
         if config.flow.uptake_condition:  # each window's tumor mean SUV, in model range
             uptake = torch.from_numpy(tumor_uptake(bank_images, bank_masks, suv_max=dataset.suv_max,
-                                                   kind=spec.intensity))  # (N*K,)
+                                                   kind=config.data.intensity))  # (N*K,)
     latents = encode_latents(vae, images, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
     context = None
     if boxes is not None and config.flow.erase_context:  # the same windows with their box erased
