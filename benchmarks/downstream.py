@@ -1,9 +1,9 @@
 """The downstream study (issue 10): does synthetic data make a PET tumor segmenter better?
 
     python benchmarks/downstream.py --data PREP --out benchmarks/results/downstream \
-        [--arms real,tumorgen,syntumor,difftumor] [--n-real 5,10,20,all] [--seeds 0,1,2] \
+        [--arms real,tumorgen,tumorgen-own,syntumor,difftumor] [--n-real 5,10,20,all] [--seeds 0,1,2] \
         [--seg-steps 1000] [--synthetic 2x] [--modes regenerate,place] \
-        [--tumorgen RUN] [--tumorgen-steps 10] [--difftumor RUN] [--bld RUN] \
+        [--tumorgen RUN] [--tumorgen-own RUNS] [--tumorgen-steps 10] [--difftumor RUN] [--bld RUN] \
         [--baseline-steps 50] [--baseline-sampler ddim] [--seg-channels 16,32,64,128] [--seg-roi 64] \
         [--seg-batch 2] [--seg-lr 1e-3] [--nsd-tolerance-mm 2] [--device cpu] [--keep-models]
 
@@ -14,6 +14,9 @@ the project's fit loop) is trained for the same number of steps on
 - `real`: the n real cases alone;
 - `tumorgen`, `syntumor`, `difftumor` (and `bld`): the same n real cases plus the same number of
   synthetic cases, made by that generator from those n real cases only,
+- `tumorgen-own`: as `tumorgen`, but with a VAE and TumorGen trained on the cell's own n real cases and
+  nothing else (`benchmarks/downstream_generators.py` trains one pair per (n, seed) into RUNS; a cell
+  whose pair is not there is left out with a note) — the strict version of the question,
 
 and judged on the real test split: DSC and NSD (`evaluation.segmentation_metrics`, NSD at
 `--nsd-tolerance-mm`) per test case with a tumor; healthy test cases count false positives.
@@ -34,8 +37,9 @@ The design, and why:
 - **Built once**: a synthetic sample is written once per (arm, seed) under OUT/synthetic/ (in a folder
   named after the settings it depends on: modes, generator, data) and reused
   by every n (SynTumor, whose uptake statistics are fitted to the n real tumors it may see, once per
-  (seed, n)). The learned generators (TumorGen, DiffTumor) were trained on the whole train split:
-  at small n they carry what they learned from the other cases; retrain them per n for a strict study.
+  (seed, n), and `tumorgen-own`'s, whose generator is the cell's own). The generators given by
+  `--tumorgen`, `--difftumor` and `--bld` were trained on the whole train split: at small n they carry
+  what they learned from the other cases; `tumorgen-own` is the arm without that advantage.
 - **Same budget**: every cell trains `--seg-steps` steps (not wall time) of batch `--seg-batch`, the
   same architecture and seed (same initial weights and the same draw sequence for crops and flips).
 - **Reporting**: per (n, arm), DSC and NSD as mean ± sd over seeds (each seed: the mean over test
@@ -85,8 +89,10 @@ from tumorgen.synthesis.rand_tumor import (
     tumorgen_maker,
 )
 
-ARMS = ("real", "tumorgen", "syntumor", "difftumor", "bld")
-MODEL_ARMS = ("tumorgen", "difftumor", "bld")  # need a run folder
+ARMS = ("real", "tumorgen", "tumorgen-own", "syntumor", "difftumor", "bld")
+MODEL_ARMS = ("tumorgen", "tumorgen-own", "difftumor", "bld")  # need a run folder
+OWN_ARM = "tumorgen-own"  # TumorGen trained on the cell's own n real cases (benchmarks/downstream_generators.py)
+OWN_DONE = "generators.json"  # written last in a (n, seed) folder of --tumorgen-own: both stages finished
 MODES = ("regenerate", "place")
 RESULT_NAME = "result.json"
 FORMAT = "tumorgen-downstream"
@@ -116,6 +122,23 @@ def real_order(train: list[str], seed: int) -> list[str]:
     """The seed's permutation of the train split; a cell with n real cases takes its first n."""
     rng = np.random.default_rng(derived_seed(seed, "real-order"))
     return [train[i] for i in rng.permutation(len(train))]
+
+
+def own_folder(root: Path, n_real: int, seed: int) -> Path:
+    """Where `downstream_generators.py` trains the generators of cell (n, seed): <root>/n005_s0/."""
+    return Path(root) / f"n{n_real:03d}_s{seed}"
+
+
+def own_generators(root: Path, n_real: int, seed: int, real: list[str]) -> dict | None:
+    """The finished record of the generators trained on exactly `real`, or None (not trained, not finished)."""
+    done = own_folder(root, n_real, seed) / OWN_DONE
+    if not done.is_file():
+        return None
+    record = json.loads(done.read_text())
+    if record.get("real_cases") != real:
+        raise fail_on(done, f"was trained on other real cases than cell n = {n_real}, seed {seed} takes "
+                            "(another dataset or split?); train them again into another folder")
+    return record
 
 
 def synthetic_count(spec: str, n_real: int) -> int:
@@ -604,12 +627,14 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
     n_values = _n_values(args.n_real, len(train), notes)
     seeds = [int(s) for s in _parse_list(args.seeds, "seeds")]
     synthetic_count(args.synthetic, 1)  # validate early
-    runs = {"tumorgen": args.tumorgen, "difftumor": args.difftumor, "bld": args.bld}
+    runs = {"tumorgen": args.tumorgen, OWN_ARM: args.tumorgen_own, "difftumor": args.difftumor, "bld": args.bld}
     skipped = {arm: f"skipped: no --{arm} run folder given" for arm in MODEL_ARMS
                if arm in arms and runs[arm] is None}
     for arm, why in skipped.items():
         notes.append(f"{arm} {why}")
     generators = {"tumorgen": {"run": str(args.tumorgen), "steps": args.tumorgen_steps} if args.tumorgen else None,
+                  OWN_ARM: {"runs": str(args.tumorgen_own), "steps": args.tumorgen_steps,
+                            "trained_on": "the cell's own n real cases"} if args.tumorgen_own else None,
                   "difftumor": {"run": str(args.difftumor), "steps": args.baseline_steps,
                                 "sampler": args.baseline_sampler} if args.difftumor else None,
                   "bld": {"run": str(args.bld), "steps": args.baseline_steps,
@@ -628,25 +653,29 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
 
     shared_models: dict[str, TumorMaker] = {}
 
-    def model_maker(arm: str) -> Callable[[], TumorMaker]:
-        def build() -> TumorMaker:  # loaded on first use, once per study
-            if arm not in shared_models:
-                if arm == "tumorgen":
+    def model_maker(arm: str, run: Path) -> Callable[[], TumorMaker]:
+        def build() -> TumorMaker:  # loaded on first use, once per study (per cell for tumorgen-own)
+            key = f"{arm}:{run}"
+            if key not in shared_models:
+                if arm == OWN_ARM:  # one (n, seed) at a time: drop the previous cell's model
+                    for old in [k for k in shared_models if k.startswith(f"{OWN_ARM}:")]:
+                        del shared_models[old]
+                if arm in ("tumorgen", OWN_ARM):
                     from tumorgen.api import TumorGen
 
-                    shared_models[arm] = tumorgen_maker(TumorGen.load(args.tumorgen, device=args.device),
+                    shared_models[key] = tumorgen_maker(TumorGen.load(run, device=args.device),
                                                         steps=args.tumorgen_steps)
                 else:
-                    shared_models[arm] = pipeline_maker(arm, runs[arm], steps=args.baseline_steps,
+                    shared_models[key] = pipeline_maker(arm, run, steps=args.baseline_steps,
                                                         sampler=args.baseline_sampler, device=args.device,
                                                         size=dataset.size)
-            return shared_models[arm]
+            return shared_models[key]
 
         return build
 
     cells: list[dict] = []
     total = len(seeds) * len(n_values) * len([a for a in arms if a not in skipped])
-    done = 0
+    done, missing = 0, []
     for seed in seeds:
         order = real_order(train, seed)
         for n in n_values:
@@ -659,12 +688,22 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
             for arm in arms:
                 if arm in skipped:
                     continue
+                generator, run = generators.get(arm), runs.get(arm)
+                if arm == OWN_ARM:  # this cell's own generators, or no cell
+                    trained = own_generators(args.tumorgen_own, n, seed, real)
+                    if trained is None:
+                        missing.append(f"n = {n}, seed {seed}")
+                        total -= 1
+                        continue
+                    run = own_folder(args.tumorgen_own, n, seed) / "tumorgen"
+                    generator = {**generator, "run": str(run), "trained": trained["trained"]}
                 pool = None
                 # the pool's folder names what its samples depend on, so other settings never reuse them
-                key = hashlib.sha256(json.dumps([list(modes), generators.get(arm), settings["data"]]).encode())
-                tag = f"s{seed}" + (f"_n{n:03d}" if arm == "syntumor" else "") + f"_{key.hexdigest()[:8]}"
+                key = hashlib.sha256(json.dumps([list(modes), generator, settings["data"]]).encode())
+                per_n = arm in ("syntumor", OWN_ARM)  # generators fitted to the cell's own n cases
+                tag = f"s{seed}" + (f"_n{n:03d}" if per_n else "") + f"_{key.hexdigest()[:8]}"
                 if arm in MODEL_ARMS:
-                    pool = SyntheticPool(out / "synthetic" / arm / tag, loaded=loaded, make=model_maker(arm),
+                    pool = SyntheticPool(out / "synthetic" / arm / tag, loaded=loaded, make=model_maker(arm, run),
                                          seed=seed, modes=modes)
                 elif arm == "syntumor":
                     pool = SyntheticPool(out / "synthetic" / "syntumor" / tag, loaded=loaded,
@@ -673,13 +712,16 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
                 t0 = time.perf_counter()
                 result = run_cell(cell, args=args, dataset=dataset, loaded=loaded, real=real, pool=pool,
                                   plan=plan if arm != "real" else [], out=out,
-                                  settings={**common, "generator": generators.get(arm)})
+                                  settings={**common, "generator": generator})
                 cells.append(result)
                 done += 1
                 dsc = np.mean([s["DSC"] for s in result["per_case"].values()])
                 print(f"[{done}/{total}] {cell.name}: {len(real)} real + {result['n_synthetic']} synthetic, "
                       f"DSC {dsc:.3f} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 
+    if missing:
+        notes.append(f"{OWN_ARM}: no finished generators under {args.tumorgen_own} for {'; '.join(missing)} "
+                     "(benchmarks/downstream_generators.py trains them): those cells were not run")
     rows = summary_rows(cells, arms=arms, n_values=n_values, skipped=skipped)
     write_table(COLUMNS, rows, out / "table")
     command = "python benchmarks/downstream.py " + shlex.join(argv)
@@ -727,6 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-channels", default="16,32,64,128", help="UNet features per level")
     parser.add_argument("--seg-roi", type=int, default=64, help="training patch / sliding window side (voxels)")
     parser.add_argument("--tumorgen", type=Path, default=None, help="a `tumorgen train` run folder")
+    parser.add_argument("--tumorgen-own", type=Path, default=None,
+                        help="the folder `benchmarks/downstream_generators.py` trained TumorGen per (n, seed) into, "
+                             "on the cell's own real cases only (arm tumorgen-own)")
     parser.add_argument("--tumorgen-steps", type=int, default=10, help="Euler steps of TumorGen's sampler")
     parser.add_argument("--difftumor", type=Path, default=None, help="a `tumorgen train-baseline --method difftumor` run")
     parser.add_argument("--bld", type=Path, default=None, help="a `tumorgen train-baseline --method bld` run")

@@ -177,3 +177,44 @@ def test_paired_comparison_is_per_test_case_and_seed():
     assert syn["dDSC"] == pytest.approx(0.1 / 3) and syn["dDSC_sd"] == pytest.approx(np.std([0.1, 0.1, -0.1], ddof=1))
     assert syn["better_worse"] == "2/1" and 0.0 < syn["p_DSC"] <= 1.0 and "dDSC" not in real
 
+
+
+downstream_generators = load_benchmark("downstream_generators")
+
+
+@pytest.mark.slow
+def test_tumorgen_own_trains_on_the_cells_real_cases_only(tmp_path, one_thread, capsys):
+    prep = tiny_study_prep(tmp_path / "prep")
+    runs = tmp_path / "runs"
+    train = load_prepared(prep).split("train")
+    expected = downstream.real_order([c.name for c in train], 0)[:2]
+    gen_argv = ["--data", str(prep), "--out", str(runs), "--n-real", "2", "--seeds", "0", "--config", "debug",
+                "--vae-steps", "1", "--steps", "1", "--no-progress"]
+    assert downstream_generators.main(gen_argv) == 0
+    done = runs / "n002_s0" / "generators.json"
+    record = json.loads(done.read_text())
+    assert record["real_cases"] == expected
+    own_prep = load_prepared(runs / "n002_s0" / "prep")
+    assert [c.name for c in own_prep.split("train")] == expected, "the generators saw the cell's cases, no other"
+    assert (runs / "n002_s0" / "tumorgen" / "config.json").is_file()
+    before = done.stat().st_mtime_ns
+    assert downstream_generators.main(gen_argv) == 0
+    assert done.stat().st_mtime_ns == before, "a finished pair is not trained again"
+
+    out = tmp_path / "out"
+    argv = ["--data", str(prep), "--out", str(out), "--arms", "real,tumorgen-own", "--tumorgen-own", str(runs),
+            "--tumorgen-steps", "2", "--n-real", "2,all", "--seeds", "0", *TINY_SEG]
+    assert downstream.main(argv) == 0
+    cells = {(c["arm"], c["n_real"]): c for c in _cells(out)}
+    assert set(cells) == {("real", 2), ("real", 6), ("tumorgen-own", 2)}, "no own generators for n = 6: no cell"
+    own = cells[("tumorgen-own", 2)]
+    assert own["real_cases"] == expected and own["n_synthetic"] == 4
+    assert {s["case"] for s in own["synthetic"]} <= set(expected)
+    results = json.loads((out / "results.json").read_text())
+    assert any("n = 6, seed 0" in note for note in results["notes"])
+
+    record["real_cases"] = expected[::-1]  # generators of other cases must not score this cell
+    done.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert downstream.main([*argv[:3], str(tmp_path / "out2"), *argv[4:]]) == 2
+    assert "other real cases" in capsys.readouterr().err
