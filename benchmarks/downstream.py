@@ -134,7 +134,12 @@ def own_generators(root: Path, n_real: int, seed: int, real: list[str]) -> dict 
     done = own_folder(root, n_real, seed) / OWN_DONE
     if not done.is_file():
         return None
-    record = json.loads(done.read_text())
+    try:
+        record = json.loads(done.read_text())
+    except (OSError, ValueError) as err:
+        raise fail_on(done, f"cannot be read as JSON ({err})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("trained"), dict):
+        raise fail_on(done, "is not a generators record of benchmarks/downstream_generators.py")
     if record.get("real_cases") != real:
         raise fail_on(done, f"was trained on other real cases than cell n = {n_real}, seed {seed} takes "
                             "(another dataset or split?); train them again into another folder")
@@ -580,6 +585,16 @@ def _parse_list(text: str, what: str) -> list[str]:
     return items
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in _parse_list(text, "seeds")]
+    except ValueError:
+        raise TumorGenError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise TumorGenError(f"--seeds must not be negative, got {text!r}")
+    return seeds
+
+
 def _n_values(text: str, n_train: int, notes: list[str]) -> list[int]:
     values = []
     for item in _parse_list(text, "n-real"):
@@ -625,8 +640,13 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
     if any(m not in MODES for m in modes):
         raise TumorGenError(f"--modes takes {', '.join(MODES)}, got {args.modes}")
     n_values = _n_values(args.n_real, len(train), notes)
-    seeds = [int(s) for s in _parse_list(args.seeds, "seeds")]
+    seeds = _seeds(args.seeds)
     synthetic_count(args.synthetic, 1)  # validate early
+    if OWN_ARM in arms and args.tumorgen_own is not None:
+        if not Path(args.tumorgen_own).is_dir():
+            raise fail_on(args.tumorgen_own, "is not a folder (--tumorgen-own takes the --out of "
+                                             "benchmarks/downstream_generators.py)")
+        args.tumorgen_own = Path(args.tumorgen_own).resolve()
     runs = {"tumorgen": args.tumorgen, OWN_ARM: args.tumorgen_own, "difftumor": args.difftumor, "bld": args.bld}
     skipped = {arm: f"skipped: no --{arm} run folder given" for arm in MODEL_ARMS
                if arm in arms and runs[arm] is None}
@@ -673,9 +693,18 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
 
         return build
 
+    # tumorgen-own's generators per (n, seed): a cell runs only where they were trained on its real cases
+    own: dict[tuple[int, int], dict | None] = {}
+    if OWN_ARM in arms and OWN_ARM not in skipped:
+        for seed in seeds:
+            order = real_order(train, seed)
+            for n in n_values:
+                own[n, seed] = own_generators(args.tumorgen_own, n, seed, order[:n])
+    missing = [f"n = {n}, seed {seed}" for (n, seed), record in own.items() if record is None and any(
+        not dataset.case(name).healthy for name in real_order(train, seed)[:n])]
     cells: list[dict] = []
-    total = len(seeds) * len(n_values) * len([a for a in arms if a not in skipped])
-    done, missing = 0, []
+    total = len(seeds) * len(n_values) * len([a for a in arms if a not in skipped]) - len(missing)
+    done = 0
     for seed in seeds:
         order = real_order(train, seed)
         for n in n_values:
@@ -689,11 +718,9 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
                 if arm in skipped:
                     continue
                 generator, run = generators.get(arm), runs.get(arm)
-                if arm == OWN_ARM:  # this cell's own generators, or no cell
-                    trained = own_generators(args.tumorgen_own, n, seed, real)
+                if arm == OWN_ARM and sources:  # this cell's own generators, or no cell
+                    trained = own[n, seed]
                     if trained is None:
-                        missing.append(f"n = {n}, seed {seed}")
-                        total -= 1
                         continue
                     run = own_folder(args.tumorgen_own, n, seed) / "tumorgen"
                     generator = {**generator, "run": str(run), "trained": trained["trained"]}

@@ -11,14 +11,18 @@ carry what it saw in the other 25 or so; a user who has 5 annotated cases has no
 permutation of the train split, its first n), writes them as a PREP cache of their own (hard links) and
 trains both stages on it, the VAE too (its loss weights the tumor, so it reads the labels):
 
+    RUNS/n005_s0/plan.json    written first: the real cases, data, preset, overrides and step budgets
     RUNS/n005_s0/prep/        the n cases (train split only)
     RUNS/n005_s0/vae/         `tumorgen train-vae --steps VAE_STEPS`
     RUNS/n005_s0/tumorgen/    `tumorgen train --steps STEPS`
-    RUNS/n005_s0/generators.json   written last: the real cases, the commands, steps and minutes
+    RUNS/n005_s0/generators.json   written last: the plan, the steps reached, the minutes of this
+                                   call and the sha256 of TumorGen's last checkpoint (the study's
+                                   synthetic pools and cells are keyed by it)
 
-Budgets are steps, not minutes, so every (n, seed) gets the same training whatever else the machine
-is doing. A pair whose generators.json exists is skipped; an interrupted one resumes from its
-checkpoints. n equal to the whole train split is allowed but is the `--tumorgen` arm again.
+Budgets are steps, not minutes (`max_minutes` is switched off, whatever the preset says), so every
+(n, seed) gets the same training whatever else the machine is doing. A pair whose generators.json
+exists is skipped; an interrupted one resumes from its checkpoints; a folder planned with other
+settings is refused, not silently reused.
 """
 
 from __future__ import annotations
@@ -34,15 +38,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from downstream import OWN_DONE, _n_values, _parse_list, own_folder, real_order, write_training_set  # noqa: E402
+from downstream import OWN_DONE, _n_values, _seeds, own_folder, real_order, write_training_set  # noqa: E402
 
 from tumorgen.data.prepared import load_prepared  # noqa: E402
 from tumorgen.errors import TumorGenError, fail_on  # noqa: E402
 from tumorgen.io.atomic import write_json  # noqa: E402
+from tumorgen.io.files import sha256_file  # noqa: E402
+from tumorgen.training.checkpoint import load_checkpoint  # noqa: E402
+
+
+NO_TIME_CAP = ["vae_train.max_minutes=none", "train.max_minutes=none"]
 
 
 def _stage(command: list[str], run: Path, *, steps: int, progress: bool) -> float:
-    """Run one training stage to `steps` (resuming a run cut short); its minutes."""
+    """Run one training stage to `steps` (resuming a run cut short); its minutes in this call."""
     argv = [sys.executable, "-m", "tumorgen", *command, "--out", str(run), "--steps", str(steps)]
     if (run / "checkpoints" / "last.pt").is_file():
         argv.append("--resume")
@@ -54,29 +63,44 @@ def _stage(command: list[str], run: Path, *, steps: int, progress: bool) -> floa
     done = subprocess.run(argv)
     if done.returncode != 0:
         raise TumorGenError(f"{shlex.join(argv)} failed (exit {done.returncode}); its run folder is {run}")
+    reached = load_checkpoint(run).get("step")
+    if reached != steps:
+        raise fail_on(run, f"stopped at step {reached}, not the {steps} asked for")
     return (time.perf_counter() - started) / 60
 
 
-def train_pair(*, dataset, folder: Path, real: list[str], config: str, overrides: list[str], vae_steps: int,
-               steps: int, progress: bool) -> dict:
-    """The VAE and TumorGen of one (n, seed), trained on `real` only."""
-    done = folder / OWN_DONE
+def _read_json(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise fail_on(path, f"cannot be read as JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise fail_on(path, "is not a JSON object")
+    return record
+
+
+def train_pair(*, dataset, folder: Path, plan: dict, progress: bool) -> dict:
+    """The VAE and TumorGen of one (n, seed), trained on `plan["real_cases"]` only."""
+    done, planned = folder / OWN_DONE, folder / "plan.json"
+    if planned.is_file() and _read_json(planned) != plan:
+        raise fail_on(planned, "was planned with other cases or settings than this call's; choose another --out "
+                               "or delete the folder")
     if done.is_file():
-        record = json.loads(done.read_text())
-        if record.get("real_cases") != real:
-            raise fail_on(done, "was trained on other real cases (another dataset or split?); choose another --out")
-        return record
+        return _read_json(done)
+    write_json(planned, plan)
+    real = plan["real_cases"]
     prep = folder / "prep"
-    if not (prep / "dataset.json").is_file():
+    if not (prep / "dataset.json").is_file() or [c.name for c in load_prepared(prep).split("train")] != real:
         write_training_set(prep, dataset=dataset, real=real, synthetic=[])
-    sets = ["--set", *overrides] if overrides else []
-    vae_minutes = _stage(["train-vae", "--data", str(prep), "--config", config, *sets], folder / "vae",
-                         steps=vae_steps, progress=progress)
-    flow_minutes = _stage(["train", "--data", str(prep), "--vae", str(folder / "vae"), "--config", config, *sets],
-                          folder / "tumorgen", steps=steps, progress=progress)
-    record = {"real_cases": real, "config": config, "overrides": overrides,
-              "trained": {"vae_steps": vae_steps, "steps": steps, "config": config, "overrides": overrides},
-              "minutes": {"vae": round(vae_minutes, 2), "tumorgen": round(flow_minutes, 2)}}
+    sets = ["--set", *plan["overrides"], *NO_TIME_CAP]
+    vae_minutes = _stage(["train-vae", "--data", str(prep), "--config", plan["config"], *sets], folder / "vae",
+                         steps=plan["vae_steps"], progress=progress)
+    flow_minutes = _stage(["train", "--data", str(prep), "--vae", str(folder / "vae"), "--config", plan["config"],
+                           *sets], folder / "tumorgen", steps=plan["steps"], progress=progress)
+    checkpoint = sha256_file(folder / "tumorgen" / "checkpoints" / "last.pt")
+    record = {**plan, "trained": {"vae_steps": plan["vae_steps"], "steps": plan["steps"], "config": plan["config"],
+                                  "overrides": plan["overrides"], "checkpoint_sha256": checkpoint},
+              "minutes_this_call": {"vae": round(vae_minutes, 2), "tumorgen": round(flow_minutes, 2)}}
     write_json(done, record)  # last: its presence means both stages finished
     return record
 
@@ -90,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default="phantom", help="training preset of both stages")
     parser.add_argument("--vae-steps", type=int, default=1500, help="VAE training steps per (n, seed)")
     parser.add_argument("--steps", type=int, default=1600, help="TumorGen training steps per (n, seed)")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="config overrides for both stages")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
@@ -107,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             raise fail_on(dataset.root / "dataset.json", "has no training cases")
         notes: list[str] = []
         n_values = _n_values(args.n_real, len(train), notes)
-        seeds = [int(s) for s in _parse_list(args.seeds, "seeds")]
+        seeds = _seeds(args.seeds)
         for seed in seeds:
             order = real_order(train, seed)
             for n in n_values:
@@ -116,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(f"n = {n}, seed {seed}: no tumor among the real cases, nothing to train on")
                     continue
                 folder = own_folder(args.out, n, seed)
-                record = train_pair(dataset=dataset, folder=folder, real=real, config=args.config,
-                                    overrides=args.overrides, vae_steps=args.vae_steps, steps=args.steps,
-                                    progress=args.progress)
-                print(f"n = {n}, seed {seed}: {folder} (VAE {record['minutes']['vae']} min, "
-                      f"TumorGen {record['minutes']['tumorgen']} min)", file=sys.stderr)
+                plan = {"real_cases": real, "data": str(Path(args.data).resolve()), "config": args.config,
+                        "overrides": list(args.overrides), "vae_steps": args.vae_steps, "steps": args.steps}
+                record = train_pair(dataset=dataset, folder=folder, plan=plan, progress=args.progress)
+                print(f"n = {n}, seed {seed}: {folder} (this call: VAE {record['minutes_this_call']['vae']} min, "
+                      f"TumorGen {record['minutes_this_call']['tumorgen']} min)", file=sys.stderr)
     except TumorGenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

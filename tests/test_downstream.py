@@ -210,8 +210,18 @@ def test_tumorgen_own_trains_on_the_cells_real_cases_only(tmp_path, one_thread, 
     own = cells[("tumorgen-own", 2)]
     assert own["real_cases"] == expected and own["n_synthetic"] == 4
     assert {s["case"] for s in own["synthetic"]} <= set(expected)
+    pools = list((out / "synthetic" / "tumorgen-own").iterdir())
+    assert [p.name[:7] for p in pools] == ["s0_n002"], "the pool of the cell's own generators, per (n, seed)"
     results = json.loads((out / "results.json").read_text())
     assert any("n = 6, seed 0" in note for note in results["notes"])
+    generator = results["settings"]["generators"]["tumorgen-own"]
+    assert generator["runs"] == str(runs.resolve())
+
+    changed = [*gen_argv]
+    changed[changed.index("--steps") + 1] = "2"
+    capsys.readouterr()
+    assert downstream_generators.main(changed) == 2, "other settings must not reuse a planned folder"
+    assert "other cases or settings" in capsys.readouterr().err
 
     record["real_cases"] = expected[::-1]  # generators of other cases must not score this cell
     done.write_text(json.dumps(record))
