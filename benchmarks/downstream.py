@@ -347,7 +347,8 @@ def segmenter_spec(args: argparse.Namespace, size):
 
     channels = tuple(int(c) for c in args.seg_channels.split(","))
     roi = tuple(min(int(args.seg_roi), int(s)) for s in size)
-    return SegmenterSpec(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=1, roi=roi)
+    return SegmenterSpec(channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=1, roi=roi,
+                         foreground=args.seg_foreground, batch_dice=args.seg_batch_dice)
 
 
 def score_test_split(run: Path, dataset: PreparedDataset, loaded: Loaded, *, tolerance_mm: float,
@@ -558,7 +559,8 @@ def readme_text(*, command: str, settings: dict, info: dict, notes: list[str], t
         f"seeds: {', '.join(str(s) for s in settings['seeds'])}",
         f"- synthetic cases per cell: `{settings['synthetic']}` (modes {', '.join(settings['modes'])})",
         f"- segmenter budget per cell: {settings['seg']['steps']} steps, batch {settings['seg']['batch']}, "
-        f"lr {settings['seg']['lr']}, MONAI UNet channels {settings['seg']['channels']}, roi {settings['seg']['roi']}",
+        f"lr {settings['seg']['lr']}, MONAI UNet channels {settings['seg']['channels']}, roi {settings['seg']['roi']} "
+        f"({settings['seg'].get('foreground', 0):.2f} of the patches centered on a tumor when smaller than the volume)",
         f"- generators: {json.dumps(settings['generators'])}",
         f"- NSD tolerance: {settings['nsd_tolerance_mm']} mm",
         f"- machine: {info['processor']}, {info['cpus']} CPUs, torch {info['torch']} with {info['torch_threads']} "
@@ -664,7 +666,8 @@ def run_study(args: argparse.Namespace, argv: list[str]) -> dict:
     settings = {"data": str(Path(args.data).resolve()), "arms": arms, "n_real": n_values, "seeds": seeds,
                 "synthetic": args.synthetic, "modes": list(modes), "nsd_tolerance_mm": args.nsd_tolerance_mm,
                 "seg": {"steps": args.seg_steps, "batch": args.seg_batch, "lr": args.seg_lr,
-                        "channels": list(spec.channels), "roi": list(spec.roi)},
+                        "channels": list(spec.channels), "roi": list(spec.roi), "foreground": spec.foreground,
+                        "batch_dice": spec.batch_dice},
                 "generators": {a: g for a, g in generators.items() if a in arms and a not in skipped},
                 "n_train": len(train), "n_test_tumor": len(tumor_test),
                 "n_test_healthy": len(dataset.split("test")) - len(tumor_test)}
@@ -795,6 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seg-lr", type=float, default=1e-3, help="segmenter learning rate (AdamW)")
     parser.add_argument("--seg-channels", default="16,32,64,128", help="UNet features per level")
     parser.add_argument("--seg-roi", type=int, default=64, help="training patch / sliding window side (voxels)")
+    parser.add_argument("--seg-batch-dice", action="store_true",
+                        help="Dice over the whole batch (nnU-Net's batch dice), for tumors much smaller than a patch")
+    parser.add_argument("--seg-foreground", type=float, default=1 / 3,
+                        help="share of training patches centered on a tumor voxel (when --seg-roi < the volume)")
     parser.add_argument("--tumorgen", type=Path, default=None, help="a `tumorgen train` run folder")
     parser.add_argument("--tumorgen-own", type=Path, default=None,
                         help="the folder `benchmarks/downstream_generators.py` trained TumorGen per (n, seed) into, "
@@ -817,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.seg_steps < 1 or args.seg_batch < 1:
             raise TumorGenError("--seg-steps and --seg-batch must be >= 1")
+        if not 0.0 <= args.seg_foreground <= 1.0:
+            raise TumorGenError(f"--seg-foreground is a share between 0 and 1, got {args.seg_foreground}")
         summary = run_study(args, argv)
     except TumorGenError as err:
         print(f"error: {err}", file=sys.stderr)

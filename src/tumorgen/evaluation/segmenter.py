@@ -48,12 +48,24 @@ class SegmenterSpec:
         strides: downsampling between levels (one fewer than channels).
         num_res_units: residual units per block (MONAI's default 2 doubles the cost for little gain here).
         roi: the largest patch trained on and the sliding-window size at prediction.
+        foreground: when `roi` is smaller than the volume, the share of training crops centered on a
+            random tumor voxel (nnU-Net oversamples a third of its patches this way); the rest are
+            uniform. Without it a tumor of a few hundred voxels is rarely in a crop, and a few hundred
+            steps learn to predict nothing (seen on 64^3 phantoms with 32^3 crops).
+        batch_dice: Dice over the whole batch instead of per sample (nnU-Net's batch dice). Per sample,
+            a crop without tumor scores Dice 0 for any positive voxel, which pushes a network that sees
+            tumors of under 0.1% of the volume to predict nothing at all.
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = 1
     roi: tuple[int, int, int] = (64, 64, 64)
+    foreground: float = 1 / 3
+    batch_dice: bool = False
+
+
+LATER_FIELDS = ("foreground", "batch_dice")  # training choices newer than the first segmenter runs
 
 
 def build_segmenter(spec: SegmenterSpec) -> nn.Module:
@@ -65,7 +77,7 @@ def build_segmenter(spec: SegmenterSpec) -> nn.Module:
 
 
 def random_crops_and_flips(volumes: torch.Tensor, masks: torch.Tensor, *, roi, batch_size: int,
-                           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                           generator: torch.Generator, foreground: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch: random cases, random crops of `roi` (whole volumes when smaller), random flips.
 
     Args:
@@ -73,13 +85,21 @@ def random_crops_and_flips(volumes: torch.Tensor, masks: torch.Tensor, *, roi, b
         roi: crop size per axis (clipped to the volume).
         batch_size: cases per batch.
         generator: the only source of randomness.
+        foreground: share of crops centered on a random tumor voxel of the case (cases with a tumor;
+            only drawn when a crop is smaller than the volume, so whole-volume batches are unchanged).
     """
     n, _, *shape = volumes.shape
     size = [min(int(r), s // 8 * 8 if s >= 8 else s) for r, s in zip(roi, shape)]  # UNet: sides divisible by 8
+    cropped = any(p < s for p, s in zip(size, shape))
     picks = torch.randint(n, (batch_size,), generator=generator)
     images, labels = [], []
     for i in picks.tolist():
         start = [int(torch.randint(s - p + 1, (1,), generator=generator)) for p, s in zip(size, shape)]
+        if cropped and foreground > 0 and bool(torch.rand((), generator=generator) < foreground):
+            tumor = masks[i, 0].nonzero()
+            if len(tumor):
+                center = tumor[int(torch.randint(len(tumor), (1,), generator=generator))].tolist()
+                start = [min(max(c - p // 2, 0), s - p) for c, p, s in zip(center, size, shape)]
         window = (slice(None), *(slice(a, a + p) for a, p in zip(start, size)))
         x, y = volumes[i][window], masks[i][window]  # (1, px, py, pz)
         flips = [axis + 1 for axis in range(3) if bool(torch.rand((), generator=generator) < 0.5)]
@@ -120,12 +140,13 @@ def train_segmenter(*, data: str | Path, out: str | Path, config: Config, spec: 
 
         with seeded_init(config.train.seed):
             model = build_segmenter(spec)
-        loss_fn = DiceCELoss(sigmoid=True)
+        loss_fn = DiceCELoss(sigmoid=True, batch=spec.batch_dice)
         data_gen = seeded_generator(config.train.seed)
         batch = config.train.batch_size
 
         def step_fn(net: nn.Module, step: int) -> dict[str, torch.Tensor]:
-            x, y = random_crops_and_flips(volumes, masks, roi=spec.roi, batch_size=batch, generator=data_gen)
+            x, y = random_crops_and_flips(volumes, masks, roi=spec.roi, batch_size=batch, generator=data_gen,
+                                          foreground=spec.foreground)
             logits = net(x.to(info.device))
             return {"loss": loss_fn(logits.float(), y.to(info.device))}
 
@@ -142,8 +163,10 @@ def spec_from_checkpoint(payload: dict, source: Path) -> SegmenterSpec:
     if not isinstance(raw, dict):
         raise fail_on(source, "has no segmenter architecture (extra.segmenter); it was not written by train-seg")
     try:
-        return SegmenterSpec(**{f.name: tuple(raw[f.name]) if isinstance(raw[f.name], list) else raw[f.name]
-                                for f in dataclasses.fields(SegmenterSpec)})
+        # fields added later take their default in runs written before them; the architecture's are required
+        fields = {f.name: raw[f.name] if f.name in raw or f.name not in LATER_FIELDS else f.default
+                  for f in dataclasses.fields(SegmenterSpec)}
+        return SegmenterSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     except (KeyError, TypeError) as err:
         raise fail_on(source, f"has an unreadable segmenter architecture ({err})") from None
 
