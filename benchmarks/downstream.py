@@ -77,6 +77,7 @@ from tumorgen.data.prepared import PreparedCase, PreparedDataset, load_prepared
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.evaluation.tables import Column, render_markdown, write_table
 from tumorgen.io.atomic import atomic_path, write_json, write_text
+from tumorgen.io.files import read_json_index
 from tumorgen.io.nifti import save_volume
 from tumorgen.synthesis.boxes import body_mask
 from tumorgen.synthesis.rand_tumor import (
@@ -93,6 +94,7 @@ ARMS = ("real", "tumorgen", "tumorgen-own", "syntumor", "difftumor", "bld")
 MODEL_ARMS = ("tumorgen", "tumorgen-own", "difftumor", "bld")  # need a run folder
 OWN_ARM = "tumorgen-own"  # TumorGen trained on the cell's own n real cases (benchmarks/downstream_generators.py)
 OWN_DONE = "generators.json"  # written last in a (n, seed) folder of --tumorgen-own: both stages finished
+OWN_FORMAT = "tumorgen-downstream-generators"  # the "format" of plan.json and generators.json there
 MODES = ("regenerate", "place")
 RESULT_NAME = "result.json"
 FORMAT = "tumorgen-downstream"
@@ -134,13 +136,8 @@ def own_generators(root: Path, n_real: int, seed: int, real: list[str]) -> dict 
     done = own_folder(root, n_real, seed) / OWN_DONE
     if not done.is_file():
         return None
-    try:
-        record = json.loads(done.read_text())
-    except (OSError, ValueError) as err:
-        raise fail_on(done, f"cannot be read as JSON ({err})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("trained"), dict):
-        raise fail_on(done, "is not a generators record of benchmarks/downstream_generators.py")
-    if record.get("real_cases") != real:
+    record = read_json_index(done, fmt=OWN_FORMAT, required=("real_cases", "trained"))
+    if record["real_cases"] != real:
         raise fail_on(done, f"was trained on other real cases than cell n = {n_real}, seed {seed} takes "
                             "(another dataset or split?); train them again into another folder")
     return record

@@ -28,7 +28,6 @@ settings is refused, not silently reused.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import subprocess
@@ -38,12 +37,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from downstream import OWN_DONE, _n_values, _seeds, own_folder, real_order, write_training_set  # noqa: E402
+from downstream import (  # noqa: E402
+    OWN_DONE, OWN_FORMAT, _n_values, _seeds, own_folder, real_order, write_training_set,
+)
 
 from tumorgen.data.prepared import load_prepared  # noqa: E402
 from tumorgen.errors import TumorGenError, fail_on  # noqa: E402
 from tumorgen.io.atomic import write_json  # noqa: E402
-from tumorgen.io.files import sha256_file  # noqa: E402
+from tumorgen.io.files import read_json_index, sha256_file  # noqa: E402
 from tumorgen.training.checkpoint import load_checkpoint  # noqa: E402
 
 
@@ -69,24 +70,14 @@ def _stage(command: list[str], run: Path, *, steps: int, progress: bool) -> floa
     return (time.perf_counter() - started) / 60
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise fail_on(path, f"cannot be read as JSON ({err})") from None
-    if not isinstance(record, dict):
-        raise fail_on(path, "is not a JSON object")
-    return record
-
-
 def train_pair(*, dataset, folder: Path, plan: dict, progress: bool) -> dict:
     """The VAE and TumorGen of one (n, seed), trained on `plan["real_cases"]` only."""
     done, planned = folder / OWN_DONE, folder / "plan.json"
-    if planned.is_file() and _read_json(planned) != plan:
+    if planned.is_file() and read_json_index(planned, fmt=OWN_FORMAT, required=()) != plan:
         raise fail_on(planned, "was planned with other cases or settings than this call's; choose another --out "
                                "or delete the folder")
     if done.is_file():
-        return _read_json(done)
+        return read_json_index(done, fmt=OWN_FORMAT, required=("real_cases", "trained"))
     write_json(planned, plan)
     real = plan["real_cases"]
     prep = folder / "prep"
@@ -140,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                     notes.append(f"n = {n}, seed {seed}: no tumor among the real cases, nothing to train on")
                     continue
                 folder = own_folder(args.out, n, seed)
-                plan = {"real_cases": real, "data": str(Path(args.data).resolve()), "config": args.config,
-                        "overrides": list(args.overrides), "vae_steps": args.vae_steps, "steps": args.steps}
+                plan = {"format": OWN_FORMAT, "real_cases": real, "data": str(Path(args.data).resolve()),
+                        "config": args.config, "overrides": list(args.overrides), "vae_steps": args.vae_steps,
+                        "steps": args.steps}
                 record = train_pair(dataset=dataset, folder=folder, plan=plan, progress=args.progress)
                 print(f"n = {n}, seed {seed}: {folder} (this call: VAE {record['minutes_this_call']['vae']} min, "
                       f"TumorGen {record['minutes_this_call']['tumorgen']} min)", file=sys.stderr)
