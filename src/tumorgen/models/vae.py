@@ -3,7 +3,8 @@
 Two architectures behind one builder: MONAI's `AutoencoderKL` (trained by `tumorgen train-vae`, small
 enough for a CPU) and MAISI's `AutoencoderKlMaisi` in NVIDIA's published configuration, the VAE the
 paper uses, loadable from a local weights file. Both keep their decoder as a flat `decoder.blocks`
-list, which `decode_with_features` walks to collect the refiner's features F1, F2, F3.
+list, which `decode_with_features` walks to collect the refiner's features F1, F2, F3. For inference,
+`lite=True` builds `LiteAutoencoderKL` instead of "kl": the same network and weights without importing MONAI.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.files import read_torch_file
+from tumorgen.models.lite_autoencoder import LiteAutoencoderKL
 
 VAE_ARCHS = ("kl", "maisi")
 
@@ -55,6 +57,7 @@ def build_vae(
     norm_float16: bool = False,
     num_splits: int = 1,
     dim_split: int = 1,
+    lite: bool = False,
 ) -> nn.Module:
     """Build the VAE, optionally loading local weights.
 
@@ -72,14 +75,16 @@ def build_vae(
         weights: a local weights file (.safetensors, or a torch file loaded with weights_only=True);
             a raw state_dict or one nested under "unet_state_dict", "state_dict", "model", ...
         norm_float16, num_splits, dim_split: MAISI's memory-saving forward options (GPU only).
+        lite: build `LiteAutoencoderKL`, the pure-PyTorch twin of "kl" (same weights, same outputs),
+            without importing MONAI: for inference ("maisi" has no twin).
     """
     if arch not in VAE_ARCHS:
         raise ValueError(f"VAE arch must be one of {VAE_ARCHS}, got {arch!r}")
+    if lite and arch != "kl":
+        raise ValueError(f"lite=True needs VAE arch 'kl' (the only one with a MONAI-free twin), got {arch!r}")
     if arch == "kl":
-        from monai.networks.nets import AutoencoderKL
-
         levels = len(channels)
-        vae = AutoencoderKL(
+        kl_args = dict(
             spatial_dims=3,
             in_channels=in_channels,
             out_channels=in_channels,
@@ -91,6 +96,12 @@ def build_vae(
             with_encoder_nonlocal_attn=attention,
             with_decoder_nonlocal_attn=attention,
         )
+        if lite:
+            vae = LiteAutoencoderKL(**kl_args)
+        else:
+            from monai.networks.nets import AutoencoderKL  # seconds to import: training only
+
+            vae = AutoencoderKL(**kl_args)
     else:
         from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
 

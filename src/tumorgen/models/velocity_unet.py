@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tumorgen.models.lite_diffusion_unet import LiteDiffusionModelUNet
+
 # Flow time t in [0, 1] is scaled to MONAI's timestep range [0, 1000] before the sinusoidal embedding,
 # whose lowest frequencies were designed for integer steps up to about 1000.
 TIME_SCALE = 1000.0
@@ -20,7 +22,7 @@ class VelocityUNet(nn.Module):
     """A `DiffusionModelUNet` taking flow time t in [0, 1] as a float tensor `(B,)`.
 
     Args:
-        unet: the wrapped MONAI network.
+        unet: the wrapped network, MONAI's `DiffusionModelUNet` or its MONAI-free twin `LiteDiffusionModelUNet`.
     """
 
     def __init__(self, *, unet: nn.Module) -> None:
@@ -55,6 +57,7 @@ def build_velocity_unet(
     norm_num_groups: int = 16,
     in_channels: int | None = None,
     out_channels: int | None = None,
+    lite: bool = False,
 ) -> VelocityUNet:
     """Build the SC-VFE network.
 
@@ -67,12 +70,18 @@ def build_velocity_unet(
         num_head_channels: channels per attention head, where attention is on.
         norm_num_groups: GroupNorm groups; must divide every entry of `channels`.
         in_channels, out_channels: overrides for other uses of the backbone (the DDPM baselines).
+        lite: wrap `LiteDiffusionModelUNet`, the pure-PyTorch twin of MONAI's network (same weights, same
+            outputs), without importing MONAI: for inference.
     """
-    from monai.networks.nets import DiffusionModelUNet
-
     if len(attention_levels) != len(channels):
         raise ValueError(f"attention_levels {attention_levels} must have one entry per level of {channels}")
-    unet = DiffusionModelUNet(
+    if lite:
+        network = LiteDiffusionModelUNet
+    else:
+        from monai.networks.nets import DiffusionModelUNet  # seconds to import: training only
+
+        network = DiffusionModelUNet
+    unet = network(
         spatial_dims=3,
         in_channels=in_channels if in_channels is not None else 2 * latent_channels + 2,
         out_channels=out_channels if out_channels is not None else latent_channels + 1,
