@@ -9,7 +9,8 @@ import pytest
 
 from tumorgen.errors import TumorGenError
 from tumorgen.io.nifti import Volume, save_volume
-from tumorgen.synthesis.boxes import body_mask, check_box, parse_box, sample_box, sampling_region
+from tumorgen.synthesis.boxes import (body_mask, box_from_world, check_box, parse_box, parse_mm, sample_box,
+                                      sampling_region)
 
 AFFINE = np.array([[-2.0, 0, 0, 40.0], [0, 1.5, 0, -20.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
 MODEL = dict(size=(32, 32, 32), spacing=(2.0, 2.0, 2.0))  # latent voxel 8 mm, window 64 mm
@@ -122,3 +123,66 @@ def test_body_mask_keeps_the_largest_component():
     suv[16:18, 16:18, 16:18] = 5.0  # a hot speck apart from the body
     body = body_mask(suv)
     assert body.sum() == 1000 and not body[17, 17, 17]
+
+
+# ------------------------------------------------------------------------------ boxes in world mm
+
+SHIFTED = np.array([[2.0, 0, 0, -50.0], [0, 2.0, 0, -60.0], [0, 0, 2.0, -70.0], [0, 0, 0, 1]])  # 2 mm, offset
+# LPS-derived NIfTI: i runs to the patient's left and j to the back, so x and y fall as i and j grow.
+FLIPPED = np.array([[-2.0, 0, 0, 100.0], [0, -2.0, 0, 50.0], [0, 0, 3.0, -30.0], [0, 0, 0, 1]])
+
+
+def test_world_box_on_a_shifted_2mm_grid_is_the_exact_covering_voxel_box():
+    # center (-30, -40, -50) mm is voxel (10, 10, 10); half-sizes 2.25, 0.5, 5 voxels
+    box = box_from_world((-30.0, -40.0, -50.0), (9.0, 2.0, 20.0), affine=SHIFTED, shape=(40, 40, 40), path="s.nii")
+    # x: 7.75..12.25 touches voxels 8..12; y: 9.5..10.5 is exactly voxel 10; z: 5..15 touches 5..15
+    assert box == (8, 10, 5, 13, 11, 16)
+
+
+def test_world_box_on_a_flipped_axis_grid():
+    # (80, 30, 0) mm is voxel (10, 10, 10): x = 100 - 2 i, y = 50 - 2 j, z = -30 + 3 k
+    assert box_from_world((80.0, 30.0, 0.0), (8.0, 4.0, 6.0), affine=FLIPPED, shape=(30, 30, 30),
+                          path="s.nii") == (8, 9, 9, 13, 12, 12)
+    # centered on a voxel border (i = 9.5, j = 10.5, k = 10.5) the box has exactly the size: 4, 2, 2 voxels
+    assert box_from_world((81.0, 29.0, 1.5), (8.0, 4.0, 6.0), affine=FLIPPED, shape=(30, 30, 30),
+                          path="s.nii") == (8, 10, 10, 12, 12, 12)
+
+
+def test_world_box_covers_every_point_of_the_mm_box_on_an_oblique_grid():
+    rng = np.random.default_rng(0)
+    angle = 0.4
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.5, -2.0, 2.5])
+    affine[:3, 3] = (12.0, -7.0, 30.0)
+    center_vox, size = np.array([20.3, 17.6, 11.1]), np.array([11.0, 9.0, 13.0])
+    center = affine[:3, :3] @ center_vox + affine[:3, 3]
+    box = box_from_world(center, size, affine=affine, shape=(50, 50, 40), path="s.nii")
+    lo, hi = np.array(box[:3]), np.array(box[3:])
+    axes = affine[:3, :3] / np.array([1.5, 2.0, 2.5])  # unit vectors of the voxel axes in world space
+    points = center + (rng.uniform(-0.5, 0.5, (500, 3)) * size) @ axes.T  # inside the mm box
+    index = np.rint(np.linalg.solve(affine[:3, :3], (points - affine[:3, 3]).T).T)  # (500, 3) voxel of each
+    assert np.all(index >= lo) and np.all(index < hi)
+    assert np.all(hi - lo <= np.ceil(size / np.array([1.5, 2.0, 2.5])) + 1)  # and not more than one voxel extra
+
+
+def test_world_box_is_cut_to_the_scan_and_a_center_outside_is_refused():
+    # center on voxel 1 with 20 mm (10 voxels): 0..6 along x inside the scan
+    assert box_from_world((-48.0, -40.0, -50.0), (20.0, 4.0, 4.0), affine=SHIFTED, shape=(40, 40, 40),
+                          path="s.nii")[::3] == (0, 7)
+    with pytest.raises(TumorGenError) as err:
+        box_from_world((-52.0, -40.0, -50.0), (4.0, 4.0, 4.0), affine=SHIFTED, shape=(40, 40, 40), path="case.nii.gz")
+    assert str(err.value).startswith("case.nii.gz: ") and "lies outside the scan" in str(err.value)
+
+
+@pytest.mark.parametrize("values, positive, words", [
+    (["1", "2"], False, "not three finite numbers"),
+    (["1", "x", "3"], False, "not three numbers"),
+    (["1", "nan", "3"], False, "not three finite numbers"),
+    (["4", "0", "4"], True, "above 0"),
+    (["4", "-2", "4"], True, "above 0"),
+])
+def test_bad_mm_triples_are_refused_naming_the_flag(values, positive, words):
+    with pytest.raises(TumorGenError) as err:
+        parse_mm(values, flag="--size-mm", positive=positive)
+    assert str(err.value).startswith("--size-mm ") and words in str(err.value)

@@ -78,7 +78,8 @@ def _write_garbage(path):
 
 
 @pytest.mark.parametrize("problem", ["box_outside", "box_too_small", "ct_not_suv", "not_a_run",
-                                     "missing_organ_mask", "corrupt_scan"])
+                                     "missing_organ_mask", "corrupt_scan", "center_outside", "center_without_size",
+                                     "size_not_positive", "unsafe_name"])
 def test_bad_input_is_one_sentence_naming_the_file_and_nothing_is_written(problem, trained_debug_run, scan_path,
                                                                           tmp_path, capsys):
     out = tmp_path / "out"
@@ -97,6 +98,14 @@ def test_bad_input_is_one_sentence_naming_the_file_and_nothing_is_written(proble
         extra = ["--organ-mask", named]
     elif problem == "corrupt_scan":
         named = scan = str(_write_garbage(tmp_path / "broken.nii.gz"))
+    elif problem == "center_outside":
+        extra = ["--center-mm", "-1000", "0", "0", "--size-mm", "20", "20", "20"]
+    elif problem == "center_without_size":
+        named, extra = "--size-mm", ["--center-mm", "0", "0", "0"]
+    elif problem == "size_not_positive":
+        named, extra = "--size-mm", ["--center-mm", "0", "0", "0", "--size-mm", "20", "0", "20"]
+    elif problem == "unsafe_name":
+        named, extra = "--name", [*extra, "--name", "../elsewhere"]
     code = main(["synthesize", "--model", model, "--input", scan, "--out", str(out), "--steps", "2", "--no-progress",
                  *extra])
     err = capsys.readouterr().err
@@ -105,3 +114,105 @@ def test_bad_input_is_one_sentence_naming_the_file_and_nothing_is_written(proble
     assert len(lines) == 1 and lines[0].startswith("tumorgen synthesize: error: ") and named in lines[0], err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def scan_mm(path, index) -> list[str]:
+    """World mm (RAS+) of a continuous voxel index, as command-line strings."""
+    affine = nib.load(str(path)).affine
+    return [f"{v:.6f}" for v in (affine @ [*index, 1.0])[:3]]
+
+
+@pytest.mark.slow
+def test_a_box_in_world_mm_becomes_the_voxel_box_that_covers_it(trained_debug_run, scan_path, tmp_path, capsys):
+    spacing = np.sqrt((nib.load(str(scan_path)).affine[:3, :3] ** 2).sum(axis=0))
+    lo, hi = np.array(BOX[:3]), np.array(BOX[3:])
+    # centered on the border between two voxels, a whole number of voxels wide: exactly BOX
+    center, size = scan_mm(scan_path, (lo + hi - 1) / 2), [f"{v:g}" for v in (hi - lo) * spacing]
+    out = tmp_path / "out"
+    assert main(["synthesize", "--model", str(trained_debug_run), "--input", str(scan_path), "--out", str(out),
+                 "--center-mm", *center, "--size-mm", *size, "--steps", "1", "--no-progress"]) == 0
+    assert f"box {' '.join(map(str, BOX))} in scan voxels" in capsys.readouterr().out
+    case = json.loads((out / "manifest.json").read_text())["cases"][0]
+    assert case["samples"][0]["box"] == BOX
+    np.testing.assert_allclose(case["box_mm"]["center_ras"], [float(v) for v in center])
+    np.testing.assert_allclose(case["box_mm"]["size_along_voxel_axes"], (hi - lo) * spacing)
+
+
+@pytest.mark.slow
+def test_generic_file_names_take_their_folder_and_name_overrides(trained_debug_run, scan_path, tmp_path):
+    """STS keeps every patient's scan as STS_xxx/PET_image.nii.gz: two of them go into one folder."""
+    out = tmp_path / "out"
+    source = nib.load(str(scan_path))
+    inputs = []
+    for patient in ("STS_001", "STS_002"):
+        inputs.append(save_volume(np.asarray(source.dataobj), source.affine, tmp_path / patient / "PET_image.nii.gz"))
+    common = ["--model", str(trained_debug_run), "--out", str(out), "--box", *map(str, BOX), "--steps", "1",
+              "--no-progress"]
+    for path in inputs:
+        assert main(["synthesize", "--input", str(path), *common]) == 0
+    assert main(["synthesize", "--input", str(inputs[0]), "--name", "STS_001.retry", *common]) == 0
+    cases = {c["case"]: c["input"] for c in json.loads((out / "manifest.json").read_text())["cases"]}
+    assert cases == {"STS_001": str(inputs[0]), "STS_002": str(inputs[1]), "STS_001.retry": str(inputs[0])}
+    for case in cases:
+        assert (out / f"{case}_0_pet.nii.gz").is_file() and (out / f"{case}_0_mask.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("where", [["--box", *map(str, BOX)], ["--organ-mask", "organ.nii.gz"]])
+def test_center_mm_with_another_box_flag_is_refused_by_the_parser(where, scan_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["synthesize", "--input", str(scan_path), "--out", str(tmp_path / "out"),
+              "--center-mm", "0", "0", "0", "--size-mm", "10", "10", "10", *where])
+    assert exit_.value.code == 2
+    assert f"argument {where[0]}: not allowed with argument --center-mm" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_model_the_default_is_passed_on_to_the_api(trained_debug_run, scan_path, tmp_path, monkeypatch,
+                                                            capsys):
+    """--model is optional: None goes to `peek_model_info` and `TumorGen.load`, which pick the bundled model."""
+    from tumorgen import api
+
+    asked, real_load, real_peek = [], api.TumorGen.load, api.peek_model_info
+
+    def peek(source=None):
+        asked.append(("peek", source))
+        return real_peek(trained_debug_run)
+
+    def load(source=None, *, device="auto"):
+        asked.append(("load", source))
+        return real_load(trained_debug_run, device="cpu")
+
+    monkeypatch.setattr(api, "peek_model_info", peek)
+    monkeypatch.setattr(api.TumorGen, "load", staticmethod(load))
+    out = tmp_path / "out"
+    assert main(["synthesize", "--input", str(scan_path), "--out", str(out), "--box", *map(str, BOX),
+                 "--steps", "1", "--no-progress"]) == 0
+    assert asked == [("peek", None), ("load", None)]
+    assert (out / "patient_7_0_pet.nii.gz").is_file()
+
+
+def test_augment_and_generate_set_pass_no_model_on_as_none(tmp_path, monkeypatch, capsys):
+    from tumorgen import api
+    from tumorgen.errors import TumorGenError
+    from tumorgen.evaluation import generate
+
+    asked = []
+
+    def load(source=None, *, device="auto"):
+        asked.append(("augment", source))
+        raise TumorGenError("stop here")  # what happens after the load is tested in test_augment.py
+
+    def generate_set(**kwargs):
+        asked.append(("generate-set", kwargs["model"]))
+        return {"samples": [], "seconds_per_sample": 0.0}
+
+    monkeypatch.setattr(api.TumorGen, "load", staticmethod(load))
+    monkeypatch.setattr(generate, "generate_set", generate_set)
+    data = tmp_path / "autopet"
+    write_phantom_dataset(layout="autopet", out=data, cases=0, healthy=1, size=16, seed=0)
+    assert main(["augment", "--data", str(data), "--layout", "autopet", "--out", str(tmp_path / "raw"),
+                 "--no-progress"]) == 2
+    assert "stop here" in capsys.readouterr().err
+    assert main(["generate-set", "--method", "tumorgen", "--data", str(tmp_path / "prep"),
+                 "--out", str(tmp_path / "set"), "--no-progress"]) == 0
+    assert asked == [("augment", None), ("generate-set", None)]

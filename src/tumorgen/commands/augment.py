@@ -1,5 +1,8 @@
 """Synthesize tumors into every case of a dataset and write an nnU-Net v2 raw dataset.
 
+The model is the bundled one unless --model names another bundled model (see `tumorgen models`), an
+exported model folder or a `tumorgen train` run folder.
+
 The dataset folder nnUNet_raw/DatasetXXX_Name/ gets the real cases (PET + their own label; healthy
 cases get an empty label) and --per-case synthetic ones per case (<case>_syn<k>), then dataset.json.
 For a case that already has a tumor, the synthetic label is the union of its tumor and the new one,
@@ -7,8 +10,9 @@ and the new box never overlaps the old tumor. Interrupted runs resume: cases alr
 skipped. tumorgen_augment.json beside dataset.json records each synthetic case's box, seed and model.
 
 Examples:
-  tumorgen augment --model runs/tumorgen --data autopet --layout autopet --out nnUNet_raw \\
+  tumorgen augment --data autopet --layout autopet --out nnUNet_raw \\
       --dataset-id 501 --name TumorGenAug --per-case 2 --healthy-only
+  tumorgen augment --model runs/tumorgen --data hecktor --layout hecktor --out nnUNet_raw --dataset-id 502
   nnUNetv2_plan_and_preprocess -d 501 --verify_dataset_integrity
 """
 
@@ -16,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 
+from tumorgen.commands.synthesize import MODEL_HELP
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="RUN", help="a TumorGen run folder (from `tumorgen train`)")
+    parser.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("--data", required=True, metavar="DIR", help="the dataset folder to augment")
     parser.add_argument("--layout", required=True, choices=("autopet", "hecktor", "nnunet", "pairs"),
                         help="the dataset's folder layout")
@@ -32,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--healthy-only", action="store_true",
                         help="synthesize only into cases without a tumor (every real case is still written)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="Euler steps of the flow sampler (default: the run's flow.sample_steps)")
+                        help="Euler steps of the flow sampler (default: the model's flow.sample_steps)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (by name)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -2,8 +2,10 @@
 
 Every method gets the same boxes: the BA-PMG box of each case's real tumor (a training-sized box in
 the body for healthy cases), drawn from --seed alone. The PREP grid is the model's window, so nothing
-is resampled; the generated box is blended into the scan as `tumorgen synthesize` does. SynTumor
-needs no --model (its uptake comes from the PREP training tumors).
+is resampled; the generated box is blended into the scan as `tumorgen synthesize` does. For tumorgen,
+--model defaults to the bundled model (or names another bundled model, an exported model folder or
+a run folder); difftumor and bld need their run folder; SynTumor needs no --model (its uptake comes
+from the PREP training tumors).
 
 Examples:
   tumorgen generate-set --method tumorgen --model runs/tumorgen --data prep --out sets/rfm10 --steps 10
@@ -15,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 
+from tumorgen.commands.synthesize import MODEL_HELP
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, choices=("tumorgen", "difftumor", "bld", "syntumor"))
-    parser.add_argument("--model", default=None, help="the method's run folder (not needed for syntumor)")
+    parser.add_argument("--model", default=None, metavar="MODEL",
+                        help=f"tumorgen: {MODEL_HELP}. difftumor, bld: the run folder from "
+                             "`tumorgen train-baseline` (required). syntumor: none")
     parser.add_argument("--data", required=True, help="the PREP folder written by `tumorgen prepare`")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="which split to generate into")
     parser.add_argument("--per-case", type=int, default=1, help="samples per case (default 1)")

@@ -1,9 +1,15 @@
 """Where a tumor goes: a user's box checked against the scan and the model, or one sampled.
 
 A box is a half-open range of the input scan's voxel indices `(x0, y0, z0, x1, y1, z1)`, like a
-numpy slice (DESIGN.md). A box the model cannot honour is refused with one sentence naming the scan:
-outside it, empty, thinner than one latent voxel (the model cannot place anything smaller), or
-larger than the model's window (the model never sees beyond it).
+numpy slice (DESIGN.md), on the axes of nibabel's array: (X, Y, Z) = the NIfTI's (i, j, k). That is the
+reverse of SimpleITK's `GetArrayFromImage` and nnU-Net's numpy arrays, which are (Z, Y, X). A box the
+model cannot honour is refused with one sentence naming the scan: outside it, empty, thinner than one
+latent voxel (the model cannot place anything smaller), or larger than the model's window (the model
+never sees beyond it).
+
+A box can also be given in world mm (`box_from_world`), which has no axis-order question: a center in
+the NIfTI's RAS+ scanner space (what `affine @ [i, j, k, 1]` gives) and a size along the scan's voxel
+axes, turned into the smallest voxel box that contains it.
 
 Without a box, one is sampled (METHOD.md section 5): a center drawn uniformly from the voxels of a
 region (an organ mask; else the lungs found on the CT; else the body) and a size drawn from the
@@ -40,6 +46,72 @@ def parse_box(values: Sequence, *, path: str | Path) -> Box:
     if not all(n.is_integer() for n in numbers):
         raise fail_on(path, f"box {' '.join(str(v) for v in values)} is not six integers (voxel indices)")
     return tuple(int(n) for n in numbers)  # type: ignore[return-value]
+
+
+def parse_mm(values: Sequence, *, flag: str, positive: bool = False) -> np.ndarray:
+    """Three numbers in mm from the command line (or a list) as a (3,) float array.
+
+    Args:
+        values: what the user gave.
+        flag: how the error names them, e.g. "--center-mm".
+        positive: refuse zero and negative values (sizes).
+    """
+    text = " ".join(str(v) for v in values)
+    try:
+        numbers = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TumorGenError(f"{flag} {text} is not three numbers in mm") from None
+    if numbers.shape != (3,) or not np.all(np.isfinite(numbers)):
+        raise TumorGenError(f"{flag} {text} is not three finite numbers in mm")
+    if positive and np.any(numbers <= 0):
+        raise TumorGenError(f"{flag} {text} must be three sizes in mm above 0")
+    return numbers
+
+
+def box_from_world(center_mm: Sequence[float], size_mm: Sequence[float], *, affine: np.ndarray,
+                   shape: Sequence[int], path: str | Path) -> Box:
+    """The voxel box that covers a box given in world mm, clipped to the scan.
+
+    Voxel i spans the indices i - 0.5 .. i + 0.5 (its center is at i). The result holds every voxel
+    the mm box overlaps, so a box centered on a voxel center with an even number of voxels in
+    its size gets one voxel more than the size (8 mm at 2 mm spacing: 5 voxels); centered on a voxel
+    border it gets exactly the size (4 voxels). The part outside the scan is cut off; a center
+    outside the scan is refused.
+
+    Args:
+        center_mm: (3,) the center in world mm, in the NIfTI's RAS+ scanner space: what
+            `affine @ [i, j, k, 1]` gives (nibabel's convention; 3D Slicer shows these; DICOM and
+            SimpleITK physical points are LPS, i.e. x and y negated).
+        size_mm: (3,) the box's extent in mm along the scan's voxel axes i, j, k (for an oblique scan
+            these are not the R, A, S directions).
+        affine: (4, 4) the scan's voxel-to-world map.
+        shape: the scan's (X, Y, Z).
+        path: the scan, named in errors.
+
+    Returns:
+        (x0, y0, z0, x1, y1, z1), half-open, in nibabel's (X, Y, Z) voxel order.
+    """
+    center = parse_mm(center_mm, flag="box center")
+    size = parse_mm(size_mm, flag="box size", positive=True)
+    affine = np.asarray(affine, dtype=np.float64)
+    shape = np.asarray(shape, dtype=np.int64)
+    center_vox = np.linalg.solve(affine[:3, :3], center - affine[:3, 3])  # (3,) continuous voxel index
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # mm per voxel along i, j, k
+    half = size / spacing / 2.0  # (3,) half-size in voxels
+    shown = ", ".join(f"{v:g}" for v in center)
+    if np.any(center_vox < -0.5) or np.any(center_vox > shape - 0.5):
+        index = ", ".join(f"{v:.1f}" for v in center_vox)
+        raise fail_on(path, f"the box centered at ({shown}) mm lies outside the scan: that point is at voxel "
+                            f"({index}) of a {tuple(int(s) for s in shape)} grid")
+    # A voxel belongs when it overlaps the box by more than rounding noise (not when it only touches it).
+    eps = 1e-6
+    lo = np.floor(center_vox - half - 0.5 + eps).astype(np.int64) + 1
+    hi = np.ceil(center_vox + half + 0.5 - eps).astype(np.int64)
+    hi = np.maximum(hi, lo + 1)  # a size far below one voxel still covers the voxel it sits in
+    lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
+    if np.any(hi <= lo):  # only a center on the scan's very border with a vanishing size gets here
+        raise fail_on(path, f"the box centered at ({shown}) mm has no voxel inside the scan")
+    return tuple(int(v) for v in (*lo, *hi))  # type: ignore[return-value]
 
 
 def model_limits_on_scan(scan_affine: np.ndarray, *, size, spacing, axcodes: str | None = "RAS"):
