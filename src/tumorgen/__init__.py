@@ -8,9 +8,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`from tumorgen import TumorGen` without importing torch at `import tumorgen`."""
+    """`from tumorgen import TumorGen, RandTumorSynthesisd` without importing torch at `import tumorgen`."""
     if name == "TumorGen":
         from tumorgen.api import TumorGen
 
         return TumorGen
+    if name == "RandTumorSynthesisd":
+        from tumorgen.synthesis.rand_tumor import RandTumorSynthesisd
+
+        return RandTumorSynthesisd
     raise AttributeError(f"module 'tumorgen' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The Python API: load a trained run once, then synthesize tumors into any number of scans.
 
     from tumorgen import TumorGen
-    model = TumorGen.load("runs/tumorgen")
+    model = TumorGen.load()                  # the bundled model; or a name, or a run folder
     results = model.synthesize("patient/SUV.nii.gz", box=(40, 52, 30, 56, 68, 46), num=2, seed=7)
     results[0].image, results[0].mask        # SUV and binary mask on the input scan's grid
 
@@ -56,17 +56,23 @@ def as_volume(image, *, affine=None, kind: str = "image", like: Volume | None = 
     return Volume(array=array, affine=affine, path=Path(f"<{what} array>"))
 
 
-def peek_model_info(run_dir: str | Path) -> ModelInfo | None:
-    """The model's grid from RUN/data.json without loading any weights (None when unreadable).
+def peek_model_info(source: str | Path | None = None) -> ModelInfo | None:
+    """The model's grid without loading any weights (None when unreadable).
 
-    Lets the CLI refuse a box the model cannot hold before the (slow) model load; `TumorGen.load`
-    reports a folder that is not a run.
+    `source` is what `TumorGen.load` takes (None, a bundled name, a run or exported model folder).
+    Lets the CLI refuse a box the model cannot hold before the (slower) model load; `TumorGen.load`
+    reports a folder that is not a model.
     """
     import json
 
+    from tumorgen.training.model_bundle import MODEL_FILE, is_model_folder, resolve_model
+
     try:
-        return ModelInfo.from_dict(json.loads((Path(run_dir) / "data.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        folder = resolve_model(source)
+        if is_model_folder(folder):
+            return ModelInfo.from_dict(json.loads((folder / MODEL_FILE).read_text())["data"])
+        return ModelInfo.from_dict(json.loads((folder / "data.json").read_text()))
+    except (TumorGenError, OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -85,19 +91,29 @@ class TumorGen:
         self._checkpoint_sha256: str | None = None
 
     @classmethod
-    def load(cls, run: str | Path, *, device: str = "auto", use_ema: bool = True) -> "TumorGen":
-        """Rebuild the model from a `tumorgen train` run folder alone.
+    def load(cls, source: str | Path | None = None, *, device: str = "auto", use_ema: bool = True,
+             lite: bool = True) -> "TumorGen":
+        """Load a model: the bundled one by default, a bundled one by name, or a folder.
 
         Args:
-            run: the run folder (config.json, data.json, vae.pt, checkpoints/last.pt).
+            source: None (the default bundled model, `ibsi-fdg`), a bundled model's name (see
+                `tumorgen models`), an exported model folder (`tumorgen export-model`), or a
+                `tumorgen train` run folder.
             device: "auto" (CUDA when available), "cpu" or "cuda".
-            use_ema: use the EMA weights (recommended) rather than the raw ones.
+            use_ema: use the EMA weights (recommended) rather than the raw ones (run folders only:
+                exported models hold the EMA weights alone).
+            lite: build the networks as torch-only twins of MONAI's (the same weights and outputs,
+                without paying for MONAI's import); False builds MONAI's own classes.
         """
         from tumorgen.synthesis.generate import resolve_inference_device
+        from tumorgen.training.model_bundle import is_model_folder, load_model_folder, resolve_model
         from tumorgen.training.run_folder import load_run
 
         target = resolve_inference_device(device)
-        return cls(run=load_run(run, device=target, use_ema=use_ema), device=target)
+        folder = resolve_model(source)
+        if is_model_folder(folder):
+            return cls(run=load_model_folder(folder, device=target, lite=lite), device=target)
+        return cls(run=load_run(folder, device=target, use_ema=use_ema, lite=lite), device=target)
 
     @property
     def version(self) -> str:
@@ -114,11 +130,14 @@ class TumorGen:
         return int(self.run.config.flow.sample_steps)
 
     def model_record(self) -> dict:
-        """What a manifest records about the model: run folder, version, step, checkpoint SHA-256."""
+        """What a manifest records about the model: folder, version, step, weights SHA-256."""
         if self._checkpoint_sha256 is None:
             from tumorgen.io.files import sha256_file
+            from tumorgen.training.model_bundle import is_model_folder
 
-            self._checkpoint_sha256 = sha256_file(self.run_dir / "checkpoints" / "last.pt")
+            weights = (self.run_dir / "flow.safetensors" if is_model_folder(self.run_dir)
+                       else self.run_dir / "checkpoints" / "last.pt")
+            self._checkpoint_sha256 = sha256_file(weights)
         return {"run": str(self.run_dir), "version": self.version, "step": self.run.step,
                 "checkpoint_sha256": self._checkpoint_sha256}
 

@@ -25,6 +25,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("evaluate", "evaluate", "FID/KID per plane, DSC/NSD, uptake and seam checks of a generated set"),
     ("generate-set", "generate_set", "generate tumors into a prepared split with one method, for evaluation"),
     ("train-seg", "train_seg", "train the segmentation network used for DSC/NSD"),
+    ("examples", "examples", "the real PET example scans that ship with TumorGen, with a ready command each"),
+    ("models", "models", "list the bundled (ready-trained) models and their model cards"),
+    ("export-model", "export_model", "export a trained run as safetensors + JSON, the form models ship in"),
     ("demo", "demo", "the whole pipeline on phantoms in bounded time: montage, NIfTIs and report.md"),
 )
 

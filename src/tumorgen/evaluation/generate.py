@@ -103,14 +103,21 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int | N
     from tumorgen.io.files import sha256_file
     from tumorgen.synthesis.generate import model_generator, resolve_inference_device
 
-    if model is None:
+    if model is None and method != "tumorgen":
         raise TumorGenError(f"--model is required for --method {method}: the run folder it was trained into")
-    run_dir = Path(model)
-    data_json = run_dir / "data.json"
+    if method == "tumorgen":  # None, a bundled name, an exported model or a run folder
+        from tumorgen.training.model_bundle import MODEL_FILE, is_model_folder, resolve_model
+
+        run_dir = resolve_model(model)
+        data_json = run_dir / MODEL_FILE if is_model_folder(run_dir) else run_dir / "data.json"
+    else:
+        run_dir = Path(model)
+        data_json = run_dir / "data.json"
     if not data_json.is_file():
         raise fail_on(run_dir, "is not a training run folder (it has no data.json)")
     try:
         data_info = json.loads(data_json.read_text())
+        data_info = data_info["data"] if data_json.name == "model.json" else data_info
         window = tuple(int(s) for s in data_info["size"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise fail_on(data_json, f"has no readable grid size ({err})") from None
@@ -122,9 +129,9 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int | N
     if method == "tumorgen":
         if sampler != "euler":
             raise TumorGenError(f"--sampler {sampler} does not apply to tumorgen, which samples with euler")
-        from tumorgen.training.run_folder import load_run
+        from tumorgen.api import TumorGen
 
-        run = load_run(run_dir, device=torch_device)
+        run = TumorGen.load(run_dir, device=str(torch_device)).run
         generate, version = model_generator(run, steps=steps, device=torch_device), run.version
     else:
         if sampler not in ("ddpm", "ddim"):
@@ -135,7 +142,9 @@ def model_generator_for(method: str, model: str | Path | None, *, steps: int | N
         if generate.baseline.kind != method:
             raise fail_on(run_dir, f"holds a {generate.baseline.kind} model, not {method}")
         version = __version__
-    record = {"run": str(run_dir), "version": version, "sha256": sha256_file(run_dir / "checkpoints" / "last.pt")}
+    weights = run_dir / "flow.safetensors" if method == "tumorgen" and is_model_folder(run_dir) else (
+        run_dir / "checkpoints" / "last.pt")
+    record = {"run": str(run_dir), "version": version, "sha256": sha256_file(weights)}
     if box_windows:
         record["model_info"] = data_info
     return generate, record

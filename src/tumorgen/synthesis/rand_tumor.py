@@ -175,12 +175,17 @@ def insert_tumor(suv: np.ndarray, label: np.ndarray, *, affine: np.ndarray, box:
 # Makers: a generator behind one signature.
 
 
-def tumorgen_maker(model, *, steps: int = 10, feather: int = 3, match_noise: bool = True) -> TumorMaker:
-    """A loaded `api.TumorGen` as a maker (one sample per call, seeded)."""
+def tumorgen_maker(model, *, steps: int | None = None, feather: int = 3, match_noise: bool = True,
+                   suv_mean: float | None = None) -> TumorMaker:
+    """A loaded `api.TumorGen` as a maker (one sample per call, seeded).
+
+    `steps` None: the model's own `flow.sample_steps`; `suv_mean`: the tumors' mean SUV (None: drawn
+    per sample from the training tumors', for an uptake-conditioned model).
+    """
 
     def make(suv, affine, box, seed):
         result = model.synthesize(suv, affine=affine, box=box, num=1, steps=steps, seed=seed, feather=feather,
-                                  match_noise=match_noise)[0]
+                                  match_noise=match_noise, suv_mean=suv_mean)[0]
         return result.image, result.mask
 
     return make
@@ -195,13 +200,15 @@ def syntumor_maker(syntumor) -> TumorMaker:
     return make
 
 
-def as_maker(generator, *, steps: int = 10) -> TumorMaker:
-    """A `TumorGen`, a `SynTumor` or a maker callable, as a maker."""
+def as_maker(generator, *, steps: int | None = None, suv_mean: float | None = None) -> TumorMaker:
+    """A `TumorGen`, a `SynTumor` or a maker callable, as a maker; None: the bundled TumorGen model."""
     from tumorgen.api import TumorGen
     from tumorgen.baselines.syntumor import SynTumor
 
+    if generator is None:
+        generator = TumorGen.load()
     if isinstance(generator, TumorGen):
-        return tumorgen_maker(generator, steps=steps)
+        return tumorgen_maker(generator, steps=steps, suv_mean=suv_mean)
     if isinstance(generator, SynTumor):
         return syntumor_maker(generator)
     if callable(generator):
@@ -230,7 +237,7 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
     Args:
         keys: the image key and the label key, in that order.
         generator: a loaded `tumorgen.TumorGen`, a `baselines.syntumor.SynTumor`, or a maker
-            `(suv, affine, box, seed) -> (suv, mask)`.
+            `(suv, affine, box, seed) -> (suv, mask)`; None (default): the bundled TumorGen model.
         prob: probability that a sample gets a tumor.
         mode: "auto", "regenerate" or "place".
         regenerate_prob: with mode "auto", the probability of regenerating (when there is a tumor).
@@ -241,15 +248,18 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
         box_key: if given, the sample's box `(x0, y0, z0, x1, y1, z1)` (int64; -1s when untouched) is
             stored under this key.
         affine: the voxel-to-world map for inputs without one (default: identity, 1 mm voxels).
-        steps: sampling steps of a TumorGen generator.
+        steps: sampling steps of a TumorGen generator (None: the model's own `flow.sample_steps`).
+        suv_mean: the tumors' mean SUV for a TumorGen generator (None: drawn per sample from the
+            training tumors').
         margin, min_box, clearance: see `regeneration_box` and `placement_box`.
         allow_missing_keys: MONAI's; a missing image or label then leaves the sample as it is.
     """
 
-    def __init__(self, keys: Sequence[Hashable] = ("image", "label"), *, generator, prob: float = 0.5,
+    def __init__(self, keys: Sequence[Hashable] = ("image", "label"), *, generator=None, prob: float = 0.5,
                  mode: str = "auto", regenerate_prob: float = 0.5, box_sizes: Sequence[Sequence[int]] | None = None,
                  box_size_range: tuple[int, int] = (8, 24), region_key: Hashable | None = None,
-                 box_key: Hashable | None = None, affine: np.ndarray | None = None, steps: int = 10,
+                 box_key: Hashable | None = None, affine: np.ndarray | None = None, steps: int | None = None,
+                 suv_mean: float | None = None,
                  margin: int = BOX_MARGIN, min_box: int = MIN_BOX, clearance: int = CLEARANCE,
                  allow_missing_keys: bool = False):
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -269,7 +279,9 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
                 raise ValueError(f"box_sizes must be a non-empty list of 3 positive ints, got {box_sizes}")
         if margin < 0 or min_box < 1 or clearance < 0:
             raise ValueError("margin and clearance must be >= 0 and min_box >= 1")
-        self.make = as_maker(generator, steps=steps)
+        if suv_mean is not None and not suv_mean > 0:
+            raise ValueError(f"suv_mean must be a positive SUV, got {suv_mean}")
+        self.make = as_maker(generator, steps=steps, suv_mean=suv_mean)
         self.mode = mode
         self.regenerate_prob = float(regenerate_prob)
         self.box_sizes = box_sizes

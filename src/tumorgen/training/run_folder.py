@@ -56,7 +56,7 @@ def _config_of(payload: dict, source: Path) -> Config:
         raise fail_on(source, f"holds a config this TumorGen cannot read ({err})") from None
 
 
-def _load_weights(module: nn.Module, state: dict, source: Path, what: str) -> None:
+def load_weights(module: nn.Module, state: dict, source: Path, what: str) -> None:
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError) as err:
@@ -64,11 +64,12 @@ def _load_weights(module: nn.Module, state: dict, source: Path, what: str) -> No
         raise fail_on(source, f"{what} weights do not match the model its config describes ({first})") from None
 
 
-def load_vae(path: str | Path, *, device: torch.device | str = "cpu", use_ema: bool = True
+def load_vae(path: str | Path, *, device: torch.device | str = "cpu", use_ema: bool = True, lite: bool = False
              ) -> tuple[nn.Module, float, Config, Path]:
     """A frozen VAE from a `train-vae` run folder, its checkpoint, or a TumorGen run's `vae.pt`.
 
     Returns `(vae, scale_factor, config, checkpoint_path)`; the VAE is in eval mode without gradients.
+    `lite` builds MONAI's AutoencoderKL as its torch-only twin (same weights and outputs, no MONAI import).
     """
     path = Path(path)
     if path.is_dir():
@@ -84,8 +85,9 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", use_ema: b
         raise fail_on(path, "has no latent scale factor (extra.scale_factor); finish its train-vae run first")
     v = cfg.vae
     vae = build_vae(arch=v.arch, channels=v.channels, latent_channels=v.latent_channels,
-                    num_res_blocks=v.num_res_blocks, norm_num_groups=v.norm_num_groups, attention=v.attention)
-    _load_weights(vae, payload["ema" if use_ema else "model"], path, "VAE")
+                    num_res_blocks=v.num_res_blocks, norm_num_groups=v.norm_num_groups, attention=v.attention,
+                    lite=lite and v.arch == "kl")  # MAISI's VAE has no MONAI-free twin
+    load_weights(vae, payload["ema" if use_ema else "model"], path, "VAE")
     vae = vae.to(device).eval()
     for p in vae.parameters():
         p.requires_grad_(False)
@@ -94,26 +96,31 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", use_ema: b
     return vae, float(scale), cfg, path
 
 
-def build_flow_models(cfg: Config, vae: nn.Module) -> nn.ModuleDict:
-    """The trained part of TumorGen, `{"unet": SC-VFE, "refiner": VMR}`, initialised from `train.seed`."""
+def build_flow_models(cfg: Config, vae: nn.Module, *, lite: bool = False) -> nn.ModuleDict:
+    """The trained part of TumorGen, `{"unet": SC-VFE, "refiner": VMR}`, initialised from `train.seed`.
+
+    `lite` builds the U-Net as the torch-only twin of MONAI's (for inference: no MONAI import).
+    """
     f = cfg.flow
     with seeded_init(cfg.train.seed):
         c = cfg.vae.latent_channels  # in: x_t (c + 1), z_B (c), B (1), and B * uptake when conditioned
         unet = build_velocity_unet(latent_channels=c, channels=f.channels,
                                    attention_levels=f.attention_levels, num_res_blocks=f.num_res_blocks,
                                    num_head_channels=f.num_head_channels, norm_num_groups=f.norm_num_groups,
-                                   in_channels=2 * c + 2 + int(f.uptake_condition))
+                                   in_channels=2 * c + 2 + int(f.uptake_condition), lite=lite)
         refiner = MaskRefiner(feature_channels=decoder_feature_channels(vae), widths=f.refiner_widths)
     return nn.ModuleDict({"unet": unet, "refiner": refiner})
 
 
-def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema: bool = True) -> LoadedRun:
+def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema: bool = True,
+             lite: bool = False) -> LoadedRun:
     """Rebuild a trained TumorGen model from its run folder alone.
 
     Args:
         run_dir: a folder written by `tumorgen train`.
         device: where to put the models.
         use_ema: load the EMA weights (what synthesis should use) rather than the raw ones.
+        lite: build the networks as torch-only twins of MONAI's (inference without MONAI's import).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -132,9 +139,9 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu", use_ema
     if pinned:
         if sha256_file(run_dir / "vae.pt") != pinned:
             raise fail_on(run_dir / "vae.pt", "differs from the VAE this model was trained with (SHA-256 mismatch)")
-    vae, scale, _, _ = load_vae(run_dir / "vae.pt", device=device, use_ema=use_ema)
-    flow = build_flow_models(cfg, vae)
-    _load_weights(flow, payload["ema" if use_ema else "model"], run_dir / "checkpoints" / "last.pt", "TumorGen")
+    vae, scale, _, _ = load_vae(run_dir / "vae.pt", device=device, use_ema=use_ema, lite=lite)
+    flow = build_flow_models(cfg, vae, lite=lite)
+    load_weights(flow, payload["ema" if use_ema else "model"], run_dir / "checkpoints" / "last.pt", "TumorGen")
     flow = flow.to(device).eval()
     for p in flow.parameters():
         p.requires_grad_(False)
