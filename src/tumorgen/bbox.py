@@ -1,4 +1,4 @@
-"""Boundary-Aware Pseudo Mask Generation (BA-PMG, ../shared/METHOD.md section 1) as pure tensor functions.
+"""Boundary-Aware Pseudo Mask Generation (BA-PMG, docs/METHOD.md section 1) as pure tensor functions.
 
 The flow model is conditioned on a box, not on the tumor's outline, so that at inference a user only
 has to say *where*. During training the box is the tumor's tight box grown by a fresh random margin
@@ -27,7 +27,7 @@ def _check_boxes(boxes: torch.Tensor) -> None:
 def downsample_mask(M: torch.Tensor, factor: int) -> torch.Tensor:
     """Image-grid mask `(B, 1, X, Y, Z)` -> latent-grid tumor fraction `(B, 1, X/f, Y/f, Z/f)` in [0, 1].
 
-    Average pooling (METHOD.md's choice) keeps every tumor voxel visible: a latent voxel is > 0 as soon
+    Average pooling (docs/METHOD.md's choice) keeps every tumor voxel visible: a latent voxel is > 0 as soon
     as one of its f^3 image voxels is tumor.
 
     Args:

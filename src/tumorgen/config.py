@@ -55,7 +55,7 @@ class VAEConfig:
     """Stage 1: the 3D KL-VAE (MONAI AutoencoderKL) or MAISI's VAE architecture."""
 
     arch: str = "kl"  # "kl": MONAI AutoencoderKL trained here; "maisi": AutoencoderKlMaisi, for its weights
-    channels: tuple[int, ...] = (32, 64, 64)  # three levels = downsampling factor 4 (METHOD.md: f = 4)
+    channels: tuple[int, ...] = (32, 64, 64)  # three levels = downsampling factor 4 (docs/METHOD.md: f = 4)
     latent_channels: int = 4  # c = 4 in the paper, as in MAISI and Stable Diffusion
     num_res_blocks: int = 1  # one block per level measured 2.8 s/step at 64^3 on a CPU; two doubles it
     norm_num_groups: int = 16  # must divide every channel count; 16 suits 32/64
@@ -76,8 +76,8 @@ class FlowConfig:
     num_res_blocks: int = 1  # matches the CPU timing above; the paper's GPU scale can use 2
     num_head_channels: int = 32  # only used where attention is on
     norm_num_groups: int = 16  # divides 32/64/128
-    alpha: float = 0.1  # BA-PMG box expansion alpha (METHOD.md section 1 choice)
-    s: float = 1.0  # mask channel scaled to [-s, s] (METHOD.md section 2 choice)
+    alpha: float = 0.1  # BA-PMG box expansion alpha (docs/METHOD.md section 1 choice)
+    s: float = 1.0  # mask channel scaled to [-s, s] (docs/METHOD.md section 2 choice)
     time_sampling: str = "logit-normal"  # Esser et al. 2024; "uniform" as the alternative
     refiner_widths: tuple[int, ...] = (32, 16, 8)  # VMR widths at latent, x2, x4 resolution (one per
     # decoder scale: log2(f) + 1 entries)
@@ -92,7 +92,7 @@ class FlowConfig:
     outside_weight: float = 1.0  # flow-loss weight of latent voxels outside the box (inside: 1); the
     # sampler overwrites them with the known path, so <1 spends the model on the tumor
     refiner_every: int = 1  # run the VAE decode + refiner every N steps: decoding is the CPU cost
-    refiner_margin: int | None = None  # None: the VMR decodes and refines the whole volume (METHOD.md);
+    refiner_margin: int | None = None  # None: the VMR decodes and refines the whole volume (docs/METHOD.md);
     # k: only the latent crop around the batch's boxes plus k latent voxels (3-4x cheaper on a CPU)
     coarse_weight: float = 1.0  # lambda1 in eq. (7)
     fine_weight: float = 0.5  # lambda2 in eq. (7)

@@ -1,6 +1,6 @@
 """Rectified-flow maths for TumorGen, written once so the loss and the sampler cannot disagree.
 
-The one convention (../shared/METHOD.md section 2):
+The one convention (docs/METHOD.md section 2):
 
     t = 0 is noise, t = 1 is data
     x_t = (1 - t) * eps + t * y          (straight path from noise eps to data y)

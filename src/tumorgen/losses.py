@@ -1,4 +1,4 @@
-"""The spatial constraints and the refiner's loss (../shared/METHOD.md sections 2-3), and the VAE's KL term.
+"""The spatial constraints and the refiner's loss (docs/METHOD.md sections 2-3), and the VAE's KL term.
 
 coarse: L1 between the one-step latents and the true latents, inside the box (where the tumor goes);
 fine:   1 - 3D SSIM inside the generated mask (structure of the tumor itself);

@@ -31,7 +31,7 @@ def euler_sample(
         noise: x_0, `(B, C, h, w, d)`.
         cond: conditioning stacked after x on the channel axis at every step (e.g. `[z_B ; B]`).
         steps: number of Euler steps N (dt = 1 / N).
-        known: clean data whose path must be kept where `keep` is 1 (blended sampling, METHOD.md
+        known: clean data whose path must be kept where `keep` is 1 (blended sampling, docs/METHOD.md
             section 5): `(B, K, ...)`, K <= C, replacing the first K channels. After each step those
             channels are reset to the exact path `(1 - t) noise + t known` on `keep`.
         keep: `(B, 1, ...)` weights, 1 where the known path is kept (outside the box); needs `known`.

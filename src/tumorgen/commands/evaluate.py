@@ -1,4 +1,4 @@
-"""Evaluate a generated set against the real data it was generated into (METHOD.md sections 6-7).
+"""Evaluate a generated set against the real data it was generated into (docs/METHOD.md sections 6-7).
 
 FID(A/S/C/Avg) and KID of the generated volumes against the real test split, on the middle slices
 (the paper's) and on the slices through the tumor center; the real-vs-real floor of the same sizes

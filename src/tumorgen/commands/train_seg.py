@@ -1,4 +1,4 @@
-"""Train the segmentation network that `tumorgen evaluate` uses for DSC/NSD (METHOD.md section 6).
+"""Train the segmentation network that `tumorgen evaluate` uses for DSC/NSD (docs/METHOD.md section 6).
 
 A MONAI 3D UNet trained with Dice + BCE on the real training split of a PREP cache (random flips;
 whole volumes, or random 64^3 patches of larger grids), on the same fit loop as the generators:

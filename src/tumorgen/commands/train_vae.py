@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 
+from tumorgen.config import PRESETS
+
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags both trainers share."""
     parser.add_argument("--data", required=True, help="the PREP folder written by `tumorgen prepare`")
     parser.add_argument("--out", required=True, help="the run folder to create (or to continue with --resume)")
     parser.add_argument("--config", default=None,
-                        help="preset (debug, phantom, hecktor, autopet) or a .toml/.json file (default phantom)")
+                        help=f"preset ({', '.join(PRESETS)}) or a .toml/.json file (default phantom)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set train.lr=2e-4 ablate=no_bapmg")
     parser.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")

@@ -8,7 +8,7 @@ so that the box spans `fill` of the window's `size` voxels (`synthesis.window`'s
 `box_window_spacing`), intensities on the model's scale (`tumorgen.data.intensity`). The paper crops to the
 tumor region too; this makes the crop's scale explicit.
 
-Training boxes follow BA-PMG (METHOD.md section 1) in the PREP case's voxels: the tight tumor box, each
+Training boxes follow BA-PMG (docs/METHOD.md section 1) in the PREP case's voxels: the tight tumor box, each
 face grown by `U(0.5, 1.5) * pad` voxels plus `U(0, alpha * extent)`, so the box is what a user draws
 ("the tumor and a little around it"), and the window is cut around that box, exactly as synthesis
 cuts it around the user's box. Random flips along each axis are the only other augmentation.

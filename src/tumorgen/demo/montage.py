@@ -1,6 +1,6 @@
 """The demo's picture: real phantom tumors above synthetic ones, three planes each, mask contours on.
 
-"Pictures first, numbers second" (METHOD.md): the first thing to judge is whether a synthetic tumor
+"Pictures first, numbers second" (docs/METHOD.md): the first thing to judge is whether a synthetic tumor
 sits in the lung like a real one, with a plausible shape, uptake and noise. Every row is reoriented
 to RAS and cut through its tumor's center (the box center when the mask is empty), and all rows
 share one SUV scale so uptake compares across them.

@@ -1,6 +1,6 @@
 """The `evaluate` job: one generated set against the real PREP data it was generated into.
 
-What it measures (METHOD.md sections 6 and "What to look at"):
+What it measures (docs/METHOD.md sections 6 and "What to look at"):
 - FID(A/S/C/Avg) and KID of the generated volumes against the real test split, on middle slices and
   on tumor-center slices (a generated sample whose mask is empty is sliced through its box centre);
 - the real-vs-real floor: the same metrics between two disjoint random sets of real cases (train and

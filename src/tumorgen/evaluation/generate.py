@@ -2,7 +2,7 @@
 
 A fair comparison gives every method the same scans and the same boxes. Here the box depends only on
 the PREP case and the seed, never on the method: for a case with a tumor it is the BA-PMG box of its
-real tumor (tight box on the latent grid, each face grown by U(0, alpha L), METHOD.md section 1);
+real tumor (tight box on the latent grid, each face grown by U(0, alpha L), docs/METHOD.md section 1);
 for a healthy case it is one of the training tumors' box sizes centred on a random body voxel. Boxes
 lie on the latent grid (multiples of the VAE factor 4), as the generators require.
 
@@ -29,7 +29,7 @@ from tumorgen.io.atomic import staged_dir
 from tumorgen.synthesis.pipeline import sample_seeds
 
 METHODS = ("tumorgen", "difftumor", "bld", "syntumor")
-LATENT_FACTOR = 4  # the VAE's downsampling factor f (METHOD.md): boxes must be whole latent voxels
+LATENT_FACTOR = 4  # the VAE's downsampling factor f (docs/METHOD.md): boxes must be whole latent voxels
 FEATHER = 3  # seam width in voxels, the same as `tumorgen synthesize`'s default
 
 

@@ -1,6 +1,6 @@
 """The segmentation network behind DSC/NSD: trained on real tumors, asked to find generated ones.
 
-METHOD.md section 6: a segmenter trained on the real training split predicts a mask on each
+docs/METHOD.md section 6: a segmenter trained on the real training split predicts a mask on each
 synthetic image; agreement with the generated mask says the generated tumor looks like a tumor where
 the generator claims it is. The paper used nnU-Net; here a MONAI `UNet` (residual units, one output
 channel, sigmoid) trained with Dice + BCE on whole PREP volumes (random patches when the grid is

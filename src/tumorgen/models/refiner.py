@@ -1,4 +1,4 @@
-"""The VAE-guided Mask Refiner (VMR, ../shared/METHOD.md section 3).
+"""The VAE-guided Mask Refiner (VMR, docs/METHOD.md section 3).
 
 The flow model's mask lives on the coarse latent grid (f = 4). The refiner upsamples it stage by
 stage to the image grid and, at each stage, adds the frozen VAE decoder's features at that resolution

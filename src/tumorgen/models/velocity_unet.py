@@ -2,7 +2,7 @@
 
 A 3D U-Net with a sinusoidal time embedding (MONAI's `DiffusionModelUNet`). Its input stacks the noisy
 joint state x_t (c latent channels + 1 mask channel), the scan's latents with the box removed z_B
-(c channels) and the box indicator B (1 channel): 2c + 2 channels in, c + 1 out (../shared/METHOD.md
+(c channels) and the box indicator B (1 channel): 2c + 2 channels in, c + 1 out (docs/METHOD.md
 section 2). The baselines reuse it with other channel counts.
 """
 

@@ -1,4 +1,4 @@
-"""Paste a generated box back into the scan with a feathered seam (METHOD.md section 5, step 4).
+"""Paste a generated box back into the scan with a feathered seam (docs/METHOD.md section 5, step 4).
 
 The seam lies wholly inside the box: a weight `w` is 1 deep inside the box and falls smoothly to 0 at
 its faces over `feather` voxels, and `out = (1 - w) I + w I_hat`. Outside the box nothing is
@@ -6,7 +6,7 @@ touched, so the output equals the input there to the voxel; the mask is `prob > 
 and zero outside.
 
 Noise matching (`match_noise`, **choice**): a decoded image is smooth where a PET scan is noisy, so a
-clean blob sits in a grainy scan (METHOD.md, "What to look at"). The scan's noise is measured in a
+clean blob sits in a grainy scan (docs/METHOD.md, "What to look at"). The scan's noise is measured in a
 shell around the box, in its uniform neighbourhoods, as the residual of a Gaussian smoothing, with a
 Poisson-like model `sd = c * sqrt(local mean SUV)` (PET noise grows with uptake). The generated
 image's own noise is measured the same way, locally; only the missing part is added,

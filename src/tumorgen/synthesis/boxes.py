@@ -11,7 +11,7 @@ A box can also be given in world mm (`box_from_world`), which has no axis-order 
 the NIfTI's RAS+ scanner space (what `affine @ [i, j, k, 1]` gives) and a size along the scan's voxel
 axes, turned into the smallest voxel box that contains it.
 
-Without a box, one is sampled (METHOD.md section 5): a center drawn uniformly from the voxels of a
+Without a box, one is sampled (docs/METHOD.md section 5): a center drawn uniformly from the voxels of a
 region (an organ mask; else the lungs found on the CT; else the body) and a size drawn from the
 training boxes' sizes in mm, so sampled tumors have the sizes the model learned.
 """

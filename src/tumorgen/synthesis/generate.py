@@ -2,7 +2,7 @@
 
 `synthesis.pipeline` knows nothing about networks: it hands windows, boxes and one seed per sample to
 `generate(window_image, boxes_in_window, seeds)`. This module turns a loaded run folder into that
-callable (METHOD.md section 5, steps 1-3: `sample_latents`, then the decode and the refiner), and
+callable (docs/METHOD.md section 5, steps 1-3: `sample_latents`, then the decode and the refiner), and
 `sample_tumor` does the same steps for a batch of whole volumes.
 
 Why each sample draws its own noise: the pipeline's contract is that sample b draws all of its noise
@@ -220,7 +220,7 @@ def sample_latents(
     latents: torch.Tensor | None = None,
     uptake: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthesis steps 1-2 (METHOD.md section 5): sampled latents and latent mask inside each box.
+    """Synthesis steps 1-2 (docs/METHOD.md section 5): sampled latents and latent mask inside each box.
 
     Choice: outside the box both the latents and the mask channel follow the known path (latents of
     the scan, mask "no tumor" = -s), so the decoded scan and the mask stay unchanged there.
@@ -278,7 +278,7 @@ def sample_tumor(
     refiner_margin: int | None = None,
     **sampling,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthesis steps 1-3 (METHOD.md section 5): `sample_latents`, then decode and refine the mask.
+    """Synthesis steps 1-3 (docs/METHOD.md section 5): `sample_latents`, then decode and refine the mask.
 
     Args: as `sample_latents` (`sampling`: its `steps`, `generator`, `s`, `noise`, `latents`, `uptake`);
     `refiner_margin` as the model was trained with (`flow.refiner_margin`).

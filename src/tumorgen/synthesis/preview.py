@@ -1,6 +1,6 @@
 """A PNG to look at first: three planes through the tumor, its mask contour, the box, an SUV bar.
 
-"Pictures first, numbers second" (METHOD.md). The volume is reoriented to the closest RAS axes before
+"Pictures first, numbers second" (docs/METHOD.md). The volume is reoriented to the closest RAS axes before
 slicing so every preview reads the same way whatever the scan's voxel order, and each panel's aspect
 follows the voxel spacing so anisotropic scans are not stretched.
 """

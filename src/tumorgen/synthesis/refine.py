@@ -1,4 +1,4 @@
-"""The one refiner path (VMR, METHOD.md section 4): training, `sample_tumor` and the synthesis API
+"""The one refiner path (VMR, docs/METHOD.md section 3): training, `sample_tumor` and the synthesis API
 all refine a sampled mask here, on the same crop, so the refiner's GroupNorm meets at synthesis the
 statistics it was trained on. Without a refiner (the "no VMR" ablation) the coarse latent mask is
 upsampled (`upsample_coarse_mask`, also the fallback of `region_decode`).
@@ -52,7 +52,7 @@ def scale_slices(crop: tuple[slice, slice, slice], factor: int) -> tuple[slice, 
 def _refiner_crops(box: torch.Tensor, margin: int | None, factor: int):
     """Two functions cutting each sample's refiner crop (`refiner_crop_slices`) from a latent-grid and
     from an image-grid tensor, and the crops; identity and None when `margin` is None (the whole
-    volume, METHOD.md)."""
+    volume, docs/METHOD.md)."""
     if margin is None:
         return (lambda x: x), (lambda x: x), None
     crops = refiner_crop_slices(box, margin)

@@ -1,6 +1,6 @@
 """Decode only the latents around the box: the synthesis output uses nothing else of the decoded image.
 
-Outside its box the synthesized scan is the input scan (METHOD.md section 5, step 4), so the decoded
+Outside its box the synthesized scan is the input scan (docs/METHOD.md section 5, step 4), so the decoded
 image and the refined mask are only read inside the box. On a CPU the VAE decode (and the refiner at
 full resolution) costs more than a 10-step Euler loop, and both scale with the decoded volume, so
 decoding a crop of the latents (box + a margin) instead of the whole latent grid saves most of it.

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from tumorgen.data.intensity import suv_to_model
 
-# The VAE downsamples by 4 (METHOD.md, f = 4): a box edge that is not a multiple of 4 model voxels
+# The VAE downsamples by 4 (docs/METHOD.md, f = 4): a box edge that is not a multiple of 4 model voxels
 # would cut a latent voxel in two.
 LATENT_FACTOR = 4
 

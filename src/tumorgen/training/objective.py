@@ -1,6 +1,6 @@
 """TumorGen's training objective (eq. 7) on top of the pure pieces.
 
-One function computes every loss term of ../shared/METHOD.md sections 1-4 for a batch, with each term
+One function computes every loss term of docs/METHOD.md sections 1-4 for a batch, with each term
 switchable for the paper's ablations. The training loop only calls `training_losses`; the refiner
 runs through `synthesis.refine.refiner_logits`, the same crop and path synthesis uses.
 """
@@ -18,7 +18,7 @@ from tumorgen.models.vae import encode_mean
 from tumorgen.synthesis import refine
 
 ABLATIONS = frozenset({"no_bapmg", "no_coarse", "no_fine", "no_vmr"})
-DEFAULT_WEIGHTS = {"coarse": 1.0, "fine": 0.5, "rec": 1.0}  # lambda_1..3 of eq. 7 (METHOD.md choice)
+DEFAULT_WEIGHTS = {"coarse": 1.0, "fine": 0.5, "rec": 1.0}  # lambda_1..3 of eq. 7 (docs/METHOD.md choice)
 LOSS_KEYS = ("loss", "rfm", "coarse", "fine", "rec")
 
 
@@ -68,7 +68,7 @@ def training_losses(
         ablate: terms switched off, a subset of {"no_bapmg", "no_coarse", "no_fine", "no_vmr"}.
         run_refiner: decode and train the refiner on this step (decoding is the expensive part on a
             CPU, so the loop may run it every k-th step); "rec" is 0 when False.
-        refiner_margin: None decodes and refines the whole volume (METHOD.md). An int runs the VMR
+        refiner_margin: None decodes and refines the whole volume (docs/METHOD.md). An int runs the VMR
             only on the latent crop holding every box of the batch plus this many latent voxels on
             each side, and compares with the mask there: far cheaper on a CPU (the decode dominates);
             2-3 latent voxels keep the decoder's border effects away from the tumor.
