@@ -1,4 +1,4 @@
-"""`tumorgen demo --fast` end to end through the CLI, its reuse on a second run, and the demo's small pieces."""
+"""`tumorgen demo --train --fast` end to end through the CLI, its reuse on a second run, and the demo's small pieces."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def fast_demo(tmp_path_factory):
     runs = []
     for _ in range(2):
         started = time.perf_counter()
-        code = main(["demo", "--fast", "--out", str(out), "--no-progress", "--seed", "3"])
+        code = main(["demo", "--train", "--fast", "--out", str(out), "--no-progress", "--seed", "3"])
         runs.append((code, time.perf_counter() - started))
         if _ == 0:
             first_checkpoints = {name: sha256_file(out / "runs" / name / "checkpoints" / "last.pt")
@@ -63,7 +63,7 @@ def test_second_run_reuses_everything_and_is_much_faster(fast_demo):
 
 def test_demo_refuses_a_folder_of_another_kind(tmp_path, capsys):
     (tmp_path / "stranger.txt").write_text("not a demo")
-    assert main(["demo", "--fast", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--train", "--fast", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is not a demo folder" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stranger.txt"]
