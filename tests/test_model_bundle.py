@@ -188,3 +188,20 @@ def test_bundled_demo_writes_report_montages_and_checks_every_sample(toy_export,
     again = run_bundled_demo(out=out, model=str(toy_export[1]), samples_per_case=1, phantoms=1, progress=False,
                              say=lambda text: None)  # same seed, same tumors
     assert [s.stats for s in again.samples] == [s.stats for s in result.samples]
+
+
+def test_a_float16_export_is_half_the_size_and_synthesizes_nearly_the_same(toy_export, tmp_path):
+    from tumorgen.api import TumorGen
+    from tumorgen.training.model_bundle import export_model, read_model_record
+
+    run, full = toy_export
+    half = export_model(run, tmp_path / "half", half=True)
+    assert read_model_record(half)["weights_dtype"] == "float16"
+    ratio = (half / "flow.safetensors").stat().st_size / (full / "flow.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.55
+    image, affine = _scan()
+    box = (10, 11, 9, 20, 21, 19)
+    a = TumorGen.load(full, device="cpu").synthesize(image, affine=affine, box=box, steps=3, seed=5)[0]
+    b = TumorGen.load(half, device="cpu").synthesize(image, affine=affine, box=box, steps=3, seed=5)[0]
+    assert np.abs(a.image - b.image).max() < 0.1  # SUV; toy weights, float16 rounding only
+    assert np.mean(a.mask != b.mask) < 0.01

@@ -18,13 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="RUN", help="a finished `tumorgen train` run folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="the model folder to write (must not exist)")
     parser.add_argument("--name", default=None, help="the model's name (default: the --out folder's name)")
+    parser.add_argument("--half", action="store_true",
+                        help="store the weights as float16: half the size, computed in float32 after loading")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
 def run(args: argparse.Namespace) -> int:
     from tumorgen.training.model_bundle import export_model, read_model_record
 
-    out = export_model(args.model, args.out, name=args.name, overwrite=args.overwrite)
+    out = export_model(args.model, args.out, name=args.name, half=args.half, overwrite=args.overwrite)
     record = read_model_record(out)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 2**20
     print(f"exported {args.model} (VAE {record['steps']['vae']} + TumorGen {record['steps']['tumorgen']} steps) "

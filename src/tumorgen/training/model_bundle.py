@@ -108,18 +108,22 @@ def verified_state(folder: Path, name: str, record: dict) -> dict[str, torch.Ten
     if sha256_file(path) != pinned:
         raise fail_on(path, "does not match the SHA-256 in model.json: the file is corrupted or was replaced")
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # float16 exports
     except (SafetensorError, OSError, ValueError) as err:
         raise fail_on(path, f"is not a readable safetensors file ({' '.join(str(err).split())[:160]})") from None
 
 
-def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None, overwrite: bool = False) -> Path:
+def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None, half: bool = False,
+                 overwrite: bool = False) -> Path:
     """Write `run_dir`'s EMA weights, config and data record as an exported model folder `out`.
 
     Args:
         run_dir: a finished `tumorgen train` run folder.
         out: the new folder (written whole in a staging folder, then renamed: never half-written).
         name: the model's name (default: `out`'s folder name).
+        half: store floating-point weights as float16 (half the size; they are computed in float32
+            after loading, so only the weights' rounding differs).
         overwrite: replace an existing `out`.
     """
     from safetensors.torch import save_file
@@ -134,9 +138,11 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     flow = torch.nn.ModuleDict({"unet": run.models.unet, "refiner": run.models.refiner}
                                if run.models.refiner is not None else {"unet": run.models.unet})
     states = {"vae.safetensors": run.models.vae.state_dict(), "flow.safetensors": flow.state_dict()}
+    stored = torch.float16 if half else torch.float32
     with staged_dir(out, overwrite=overwrite) as tmp:
         for file_name, state in states.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / file_name))
+            save_file({k: (v.to(stored) if v.is_floating_point() else v).detach().cpu().contiguous()
+                       for k, v in state.items()}, str(tmp / file_name))
         data = {k: v for k, v in run.data_info.items() if k != "vae_sha256"}
         record = {
             "format": FORMAT, "version": VERSION, "name": name or out.name, "tumorgen_version": __version__,
@@ -144,6 +150,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             "steps": {"vae": int(vae_payload["step"]), "tumorgen": run.step},
             "train_seconds": {"vae": vae_payload["extra"].get("train_seconds"),
                               "tumorgen": _train_seconds(run_dir)},
+            "weights_dtype": str(stored).removeprefix("torch."),
             "sha256": {f: sha256_file(tmp / f) for f in WEIGHT_FILES},
         }
         write_json(tmp / MODEL_FILE, record)
