@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The IBSI recipe end to end on a CPU: prepare the 41 real FDG-PET sarcoma cases (seeded 31/10 split),
-# train the VAE (15 min) and TumorGen (45 min) with the `ibsi` preset, then DiffTumor and BLD on the same
-# VAE and box windows with TumorGen's step budget (the steps of batch 8 its 45 minutes reached, 3809
-# here; ~28 min each), then judge the test split once: each stage on its own, and the paired protocol at 1, 2,
-# 4, 10 and 50 Euler steps beside DiffTumor and BLD (DDIM-50), SynTumor, a hot blob and the empty box.
-# About 2 hours 15 minutes on 2 idle cores. Run from the repository root.
+# The IBSI recipe end to end: prepare the 41 real FDG-PET sarcoma cases (seeded 31/10 split), train the
+# VAE (2200 steps) and TumorGen (4000 steps) with the `ibsi` preset (bounded by steps: the same model on
+# any machine), then DiffTumor and BLD on the same VAE and box windows with TumorGen's step budget, then
+# judge the test split once: each stage on its own, and the paired protocol at 1, 2, 4, 10 and 50 Euler
+# steps beside DiffTumor and BLD (DDIM-50), SynTumor, a hot blob and the empty box. Every training
+# resumes where it stopped (run the script again). Run from the repository root.
 set -euo pipefail
 DATA=${DATA:-../shared/data/ibsi-sts-pet}
 PREP=${PREP:-prep/ibsi}
@@ -12,15 +12,18 @@ RUNS=${RUNS:-runs/ibsi}
 OUT=${OUT:-benchmarks/results/ibsi_recipe}
 BIN=${BIN:-.venv/bin}
 
-$BIN/tumorgen prepare --layout pairs --root "$DATA" --out "$PREP" --image-glob "*/PET_image.nii.gz" \
+[ -f "$PREP/dataset.json" ] || $BIN/tumorgen prepare --layout pairs --root "$DATA" --out "$PREP" --image-glob "*/PET_image.nii.gz" \
     --mask-glob "*/PET_mask.nii.gz" --suv-max 50 --test-fraction 0.25 --seed 0
-$BIN/tumorgen train-vae --data "$PREP" --out "$RUNS/vae" --config ibsi
-$BIN/tumorgen train --data "$PREP" --vae "$RUNS/vae" --out "$RUNS/tumorgen" --config ibsi
-# the baselines' budget: the steps TumorGen reached (the last line of its metrics.jsonl; 3809 here)
+resume() { [ -f "$1/checkpoints/last.pt" ] && echo --resume || true; }
+$BIN/tumorgen train-vae --data "$PREP" --out "$RUNS/vae" --config ibsi $(resume "$RUNS/vae")
+$BIN/tumorgen train --data "$PREP" --vae "$RUNS/vae" --out "$RUNS/tumorgen" --config ibsi $(resume "$RUNS/tumorgen")
+# the shippable form (what src/tumorgen/bundled/ibsi-fdg holds, with its MODEL_CARD.md written by hand)
+[ -d "$RUNS/ibsi-fdg" ] || $BIN/tumorgen export-model --model "$RUNS/tumorgen" --out "$RUNS/ibsi-fdg" --name ibsi-fdg --half
+# the baselines' budget: TumorGen's steps (the last line of its metrics.jsonl)
 BASELINE_STEPS=${BASELINE_STEPS:-$(tail -n 1 "$RUNS/tumorgen/metrics.jsonl" | $BIN/python -c "import json, sys; print(json.load(sys.stdin)['step'])")}
 for METHOD in difftumor bld; do
   $BIN/tumorgen train-baseline --method $METHOD --data "$PREP" --vae "$RUNS/vae" --out "$RUNS/$METHOD" --config ibsi \
-      --steps "$BASELINE_STEPS"
+      --steps "$BASELINE_STEPS" $(resume "$RUNS/$METHOD")
 done
 $BIN/python benchmarks/stage_diagnostics.py --data "$PREP" --model "$RUNS/tumorgen" --split test --out "$OUT/stages"
 $BIN/python benchmarks/paired_protocol.py --data "$PREP" --out "$OUT/paired" --tumorgen "$RUNS/tumorgen" \

@@ -6,7 +6,7 @@ real tumor's box (tight + 2 voxels a face): the bundled model erases it and grow
 
 Example:
   tumorgen examples
-  tumorgen synthesize --input "$(tumorgen examples --path STS_023)" --box 8 9 18 25 26 47 --out synth
+  tumorgen synthesize --input "$(tumorgen examples --path STS_023)" --box 8 8 14 25 26 62 --out synth
 """
 
 from __future__ import annotations
