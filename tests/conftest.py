@@ -113,3 +113,110 @@ def load_benchmark(name: str):
     sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
     spec.loader.exec_module(module)
     return module
+
+
+# ---------------------------------------------------------------------------------------------
+# subprocess training runs killed with SIGKILL (test_crash_safe_training.py, test_recipe_by_steps.py)
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # same float reduction order in every process
+
+
+def cli_argv(*args: str) -> list[str]:
+    """`python -m tumorgen ARGS --no-progress` with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "tumorgen", *args, "--no-progress"]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for a training subprocess: one thread, so its floats match an in-process `one_thread` run."""
+    import os
+
+    return {**os.environ, **ONE_THREAD}
+
+
+def checkpoint_temporaries(ckpt_dir: Path) -> list[str]:
+    """The temporary files (io.atomic's `.<name>.*.tmp*`) in a checkpoints/ folder."""
+    import os
+
+    return [n for n in os.listdir(ckpt_dir) if ".tmp" in n] if ckpt_dir.exists() else []
+
+
+def assert_same_tensors(a: dict, b: dict, *, what: str) -> None:
+    """Two state dicts hold the same keys and bit-identical tensors (`torch.equal`)."""
+    import torch
+
+    assert a.keys() == b.keys(), f"{what}: different keys"
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{what}.{key} differs"
+
+
+def run_with_kills(argv_fresh: list[str], argv_resume: list[str], run: Path, *, kills: int, rng,
+                   modes: tuple[str, ...] = ("mid-write", "mid-step")) -> list[str]:
+    """Start, SIGKILL at a random moment, resume, ... `kills` times, then let the last resume finish.
+
+    Each kill waits until the first checkpoint exists, then fires at a moment drawn from `rng`
+    (a `random.Random`) by one of `modes`:
+      mid-write: as soon as a checkpoint's temporary file shows up in checkpoints/;
+      mid-step: 0-20 ms after this process wrote its next checkpoint;
+      anywhere: after this process wrote a checkpoint, a uniform fraction of its measured checkpoint
+        interval after the next one: mid-step, mid-metrics-line, between step_N.pt and last.pt, mid-plot.
+    After every kill `last.pt` must load and metrics.jsonl must parse. Returns what each kill hit:
+    mode @ step of last.pt, with "+ahead" when a newer step_N.pt was already written (the kill fell
+    between step_N.pt and last.pt).
+    """
+    import signal
+    import subprocess
+    import time
+
+    from tumorgen.training.checkpoint import load_checkpoint
+    from tumorgen.training.loop import read_metrics
+
+    ckpt_dir, last = run / "checkpoints", run / "checkpoints" / "last.pt"
+
+    def signature() -> tuple[int, int]:  # last.pt is replaced by a rename: a new inode and mtime each time
+        st = last.stat()
+        return st.st_ino, st.st_mtime_ns
+
+    hits = []
+    for attempt in range(kills + 1):
+        argv = argv_fresh if attempt == 0 else argv_resume
+        proc = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if attempt == kills:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err.decode()
+            break
+        deadline = time.monotonic() + 240
+
+        def running() -> bool:
+            return proc.poll() is None and time.monotonic() < deadline
+
+        def wait_for_next_checkpoint() -> None:
+            seen = signature()
+            while signature() == seen and running():
+                time.sleep(0.0005)
+
+        while not last.exists() and running():
+            time.sleep(0.005)
+        mode = rng.choice(list(modes))
+        if mode == "mid-write":
+            while not checkpoint_temporaries(ckpt_dir) and running():
+                time.sleep(0.0005)
+        elif mode == "mid-step":  # a random wall-clock delay alone let a fast machine finish the run first
+            wait_for_next_checkpoint()
+            time.sleep(rng.uniform(0.0, 0.02))
+        elif mode == "anywhere":
+            wait_for_next_checkpoint()
+            start = time.monotonic()
+            wait_for_next_checkpoint()
+            time.sleep(rng.uniform(0.0, 1.0) * (time.monotonic() - start))
+        else:
+            raise ValueError(f"unknown kill mode {mode!r}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode != 0, f"attempt {attempt} finished before its kill; make the run longer"
+        step = load_checkpoint(last)["step"]  # the newest checkpoint always loads
+        read_metrics(run / "metrics.jsonl")
+        ahead = any(int(p.stem.split("_")[1]) > step for p in ckpt_dir.glob("step_*.pt"))
+        hits.append(f"{mode}@{step}{'+ahead' if ahead else ''}")
+    return hits
