@@ -72,13 +72,20 @@ def test_demo_refuses_a_folder_of_another_kind(tmp_path, capsys):
 def test_demo_refuses_to_mix_fast_and_full_demos(tmp_path, capsys):
     (tmp_path / "demo.json").write_text(json.dumps({"plan": {"preset": "debug", "tumor_cases": 5, "healthy_cases": 2,
                                                              "size": 32, "seed": 0}}))
-    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--train", "--out", str(tmp_path)]) == 2
     assert "preset='debug', not 'phantom'" in capsys.readouterr().err
 
 
 def test_demo_refuses_a_budget_too_small_to_train(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--minutes", "1.5"]) == 2
+    assert main(["demo", "--train", "--out", str(tmp_path / "d"), "--minutes", "1.5"]) == 2
     assert "leaves no time to train" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_training_flags_without_train_are_refused(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--minutes", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--minutes" in err and "--train" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "d").exists()
 
 

@@ -132,6 +132,10 @@ def test_bad_inputs_exit_with_one_line(eval_prep, tmp_path, capsys):
     assert main(["generate-set", "--method", "syntumor", "--data", str(empty), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert "dataset.json" in err and len(err.splitlines()) == 1
-    assert main(["generate-set", "--method", "tumorgen", "--data", str(eval_prep), "--out", str(tmp_path / "o3")]) == 2
-    assert "--model is required" in capsys.readouterr().err
+    assert main(["generate-set", "--method", "difftumor", "--data", str(eval_prep), "--out", str(tmp_path / "o3")]) == 2
+    assert "--model is required" in capsys.readouterr().err  # tumorgen alone defaults to the bundled model
+    assert main(["generate-set", "--method", "tumorgen", "--model", "no-such-model", "--data", str(eval_prep),
+                 "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "neither a folder nor a bundled model" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()

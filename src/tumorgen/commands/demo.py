@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder); default: the bundled model")
     parser.add_argument("--train", action="store_true",
                         help="train on phantoms first (the whole pipeline, ~11 minutes) instead of using a ready model")
-    parser.add_argument("--minutes", type=float, default=11.0,
+    parser.add_argument("--minutes", type=float, default=None,
                         help="with --train: the whole budget in minutes; training gets all but ~1 (default 11)")
     parser.add_argument("--fast", action="store_true",
                         help="the training demo's 1-2 minute variant at the debug preset (implies --train; CI checks)")
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tumorgen.errors import TumorGenError
 
     if args.train or args.fast:  # --fast is a variant of the training demo
+        args.minutes = 11.0 if args.minutes is None else args.minutes
         from tumorgen.demo.plan import OVERHEAD_MINUTES
         from tumorgen.demo.run import run_demo
 
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
                                 f"{OVERHEAD_MINUTES + 1:g}")
         run_demo(out=args.out, minutes=args.minutes, fast=args.fast, seed=args.seed, progress=not args.no_progress)
         return 0
+    if args.minutes is not None:
+        raise TumorGenError("--minutes is the training demo's budget: give it with --train")
     from tumorgen.demo.bundled import run_bundled_demo
 
     run_bundled_demo(out=args.out, model=args.model, seed=args.seed, progress=not args.no_progress)
