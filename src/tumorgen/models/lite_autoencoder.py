@@ -70,7 +70,48 @@ class AEKLDownsample(nn.Module):
         return self.conv(F.pad(x, self.pad, mode="constant", value=0.0))  # (B, C, *S/2)
 
 
-class Encoder(nn.Module):
+def _nonlocal_attention(spatial_dims: int, channels: int, norm: dict) -> list[nn.Module]:
+    """MONAI's non-local block at the latent resolution: res block, spatial attention, res block."""
+    return [AEKLResBlock(spatial_dims=spatial_dims, in_channels=channels, out_channels=channels, **norm),
+            SpatialAttentionBlock(spatial_dims=spatial_dims, num_channels=channels, **norm),
+            AEKLResBlock(spatial_dims=spatial_dims, in_channels=channels, out_channels=channels, **norm)]
+
+
+def _output_head(spatial_dims: int, channels: int, out_channels: int, norm: dict) -> list[nn.Module]:
+    """The last two blocks of MONAI's encoder and decoder: GroupNorm, then a 3-wide convolution."""
+    return [nn.GroupNorm(num_groups=norm["norm_num_groups"], num_channels=channels, eps=norm["norm_eps"], affine=True),
+            Convolution(spatial_dims=spatial_dims, in_channels=channels, out_channels=out_channels, kernel_size=3,
+                        padding=1)]
+
+
+def _levels(spatial_dims: int, channels: Sequence[int], num_res_blocks: Sequence[int],
+            attention_levels: Sequence[bool], norm: dict, *, resample) -> tuple[list[nn.Module], int]:
+    """Res blocks (each followed by attention where asked) per level and `resample(ch)` between levels,
+    in MONAI's order; returns the blocks and the last level's channels. The decoder passes reversed lists."""
+    blocks: list[nn.Module] = []
+    out_ch = in_ch = channels[0]
+    for i, level_channels in enumerate(channels):
+        in_ch, out_ch = out_ch, level_channels
+        for _ in range(num_res_blocks[i]):
+            blocks.append(AEKLResBlock(spatial_dims=spatial_dims, in_channels=in_ch, out_channels=out_ch, **norm))
+            in_ch = out_ch
+            if attention_levels[i]:
+                blocks.append(SpatialAttentionBlock(spatial_dims=spatial_dims, num_channels=in_ch, **norm))
+        if i != len(channels) - 1:
+            blocks.append(resample(in_ch))
+    return blocks, in_ch
+
+
+class _BlockStack(nn.Module):
+    """A flat `blocks` list run in order, as MONAI's Encoder and Decoder are (their state-dict layout)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class Encoder(_BlockStack):
     """MONAI's AutoencoderKL `Encoder`: a flat `blocks` list, image -> pre-quantisation latent."""
 
     def __init__(
@@ -92,37 +133,15 @@ class Encoder(nn.Module):
             Convolution(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=channels[0], kernel_size=3,
                         padding=1)
         ]
-        output_channel = channels[0]
-        for i, level_channels in enumerate(channels):
-            input_channel, output_channel = output_channel, level_channels
-            for _ in range(num_res_blocks[i]):
-                blocks.append(AEKLResBlock(spatial_dims=spatial_dims, in_channels=input_channel,
-                                           out_channels=output_channel, **norm))
-                input_channel = output_channel
-                if attention_levels[i]:
-                    blocks.append(SpatialAttentionBlock(spatial_dims=spatial_dims, num_channels=input_channel, **norm))
-            if i != len(channels) - 1:
-                blocks.append(AEKLDownsample(spatial_dims=spatial_dims, in_channels=input_channel))
+        blocks += _levels(spatial_dims, channels, num_res_blocks, attention_levels, norm,
+                          resample=lambda ch: AEKLDownsample(spatial_dims=spatial_dims, in_channels=ch))[0]
         if with_nonlocal_attn:
-            blocks += [
-                AEKLResBlock(spatial_dims=spatial_dims, in_channels=channels[-1], out_channels=channels[-1], **norm),
-                SpatialAttentionBlock(spatial_dims=spatial_dims, num_channels=channels[-1], **norm),
-                AEKLResBlock(spatial_dims=spatial_dims, in_channels=channels[-1], out_channels=channels[-1], **norm),
-            ]
-        blocks += [
-            nn.GroupNorm(num_groups=norm_num_groups, num_channels=channels[-1], eps=norm_eps, affine=True),
-            Convolution(spatial_dims=spatial_dims, in_channels=channels[-1], out_channels=out_channels, kernel_size=3,
-                        padding=1),
-        ]
+            blocks += _nonlocal_attention(spatial_dims, channels[-1], norm)
+        blocks += _output_head(spatial_dims, channels[-1], out_channels, norm)
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
 
-
-class Decoder(nn.Module):
+class Decoder(_BlockStack):
     """MONAI's AutoencoderKL `Decoder`: a flat `blocks` list, latent -> image (walked by `decode_with_features`)."""
 
     def __init__(
@@ -146,35 +165,13 @@ class Decoder(nn.Module):
             Convolution(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=top, kernel_size=3, padding=1)
         ]
         if with_nonlocal_attn:
-            blocks += [
-                AEKLResBlock(spatial_dims=spatial_dims, in_channels=top, out_channels=top, **norm),
-                SpatialAttentionBlock(spatial_dims=spatial_dims, num_channels=top, **norm),
-                AEKLResBlock(spatial_dims=spatial_dims, in_channels=top, out_channels=top, **norm),
-            ]
-        reversed_attention = list(reversed(attention_levels))
-        reversed_res_blocks = list(reversed(num_res_blocks))
-        block_out_ch = top
-        for i, level_channels in enumerate(reversed_channels):
-            block_in_ch, block_out_ch = block_out_ch, level_channels
-            for _ in range(reversed_res_blocks[i]):
-                blocks.append(AEKLResBlock(spatial_dims=spatial_dims, in_channels=block_in_ch,
-                                           out_channels=block_out_ch, **norm))
-                block_in_ch = block_out_ch
-                if reversed_attention[i]:
-                    blocks.append(SpatialAttentionBlock(spatial_dims=spatial_dims, num_channels=block_in_ch, **norm))
-            if i != len(channels) - 1:
-                blocks.append(Upsample(spatial_dims=spatial_dims, channels=block_in_ch))
-        blocks += [
-            nn.GroupNorm(num_groups=norm_num_groups, num_channels=block_in_ch, eps=norm_eps, affine=True),
-            Convolution(spatial_dims=spatial_dims, in_channels=block_in_ch, out_channels=out_channels, kernel_size=3,
-                        padding=1),
-        ]
+            blocks += _nonlocal_attention(spatial_dims, top, norm)
+        levels, last = _levels(spatial_dims, reversed_channels, list(reversed(num_res_blocks)),
+                               list(reversed(attention_levels)), norm,
+                               resample=lambda ch: Upsample(spatial_dims=spatial_dims, channels=ch))
+        blocks += levels
+        blocks += _output_head(spatial_dims, last, out_channels, norm)
         self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
 
 
 class LiteAutoencoderKL(nn.Module):
