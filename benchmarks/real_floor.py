@@ -26,7 +26,7 @@ import numpy as np
 
 from tumorgen.evaluation.fid import plane_features, real_floor_from_features
 from tumorgen.evaluation.inception import InceptionFeatures
-from tumorgen.evaluation.tables import Column, render_markdown, write_table
+from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
 from tumorgen.io.atomic import atomic_path
 from tumorgen.io.nifti import check_same_grid, load_volume
 
@@ -40,11 +40,7 @@ COLUMNS = (
     Column("slices/plane", "n_per_plane", "{}"),
     Column("n_a", "n_real", "{}"),
     Column("n_b", "n_generated", "{}"),
-    Column("FID(A)", "A", "{:.1f}", std_key="A_spread"),
-    Column("FID(S)", "S", "{:.1f}", std_key="S_spread"),
-    Column("FID(C)", "C", "{:.1f}", std_key="C_spread"),
-    Column("FID(Avg)", "Avg", "{:.1f}", std_key="Avg_spread"),
-    Column("KID(Avg)", "KID_Avg", "{:.4f}", std_key="KID_Avg_spread"),
+    *FID_WITH_SPREAD,
     Column("METHOD.md FID(Avg)", "quoted", "{:.0f}"),
 )
 

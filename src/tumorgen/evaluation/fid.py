@@ -249,6 +249,35 @@ def real_floor_from_features(
         runs.append(scores_from_features({p: f[a] for p, f in per_volume.items()},
                                          {p: f[b] for p, f in per_volume.items()},
                                          kid_subsets=kid_subsets, seed=seed + r))
+    return _mean_and_spread(runs, n_real=n_a, n_generated=n_b)
+
+
+def real_floor_against_pool(real: dict, pool: dict, *, seed: int = 0, repeats: int = 5,
+                            kid_subsets: int = 100) -> dict:
+    """The floor of a fixed real set: its metrics against equally many cases drawn from another real pool.
+
+    Args:
+        real: `plane_features` of the real cases a generated set is compared with (e.g. the test cases).
+        pool: `plane_features` of other real cases (e.g. the train cases); all of them when fewer.
+        seed: seeds the draws and KID.
+        repeats: draws averaged.
+
+    Returns the mean over draws of every score, "<key>_spread" (std over draws), "repeats", "n_real" and
+    "n_generated" (the drawn set's size).
+    """
+    n_real, n_pool = real[PLANES[0]].shape[0], pool[PLANES[0]].shape[0]
+    n_b = min(n_real, n_pool)
+    rng = np.random.default_rng(seed)
+    runs = []
+    for r in range(repeats):
+        pick = np.sort(rng.choice(n_pool, n_b, replace=False))
+        runs.append(scores_from_features(real, {p: f[pick] for p, f in pool.items()}, kid_subsets=kid_subsets,
+                                         seed=seed + r))
+    return _mean_and_spread(runs, n_real=int(n_real), n_generated=int(n_b))
+
+
+def _mean_and_spread(runs: list[dict], *, n_real: int, n_generated: int) -> dict:
+    """Every score of `scores_from_features` runs as its mean and "<key>_spread" (std over the runs)."""
     result: dict[str, float | int] = {}
     for key in runs[0]:
         if key.startswith("n_"):
@@ -256,7 +285,7 @@ def real_floor_from_features(
         values = np.array([run[key] for run in runs])
         result[key] = float(values.mean())
         result[f"{key}_spread"] = float(values.std())
-    result.update(n_real=n_a, n_generated=n_b, repeats=repeats)
+    result.update(n_real=n_real, n_generated=n_generated, repeats=len(runs))
     return result
 
 

@@ -42,6 +42,9 @@ METHOD = Column("method", "method", "{}")
 # FID and KID per plane (A/S/C) and their average, each with the precision the paper prints
 FID = {plane: Column(f"FID({plane})", plane, "{:.2f}") for plane in ("A", "S", "C", "Avg")}
 KID = {plane: Column(f"KID({plane})", f"KID_{plane}", "{:.4f}") for plane in ("A", "S", "C", "Avg")}
+# FID per plane and KID(Avg) of a floor over random draws ("<key>_spread": their sd), or of one set
+FID_WITH_SPREAD = (*(Column(f"FID({p})", p, "{:.1f}", std_key=f"{p}_spread") for p in ("A", "S", "C", "Avg")),
+                   Column("KID(Avg)", "KID_Avg", "{:.4f}", std_key="KID_Avg_spread"))
 
 TABLE1_COLUMNS = (
     METHOD,

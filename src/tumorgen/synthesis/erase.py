@@ -1,6 +1,6 @@
 """Erase what lies in a box of a PET scan: a smooth background from the shell around it, plus grain.
 
-Why: the paired evaluation protocol (`benchmarks/paired_protocol.py`) puts every method into the box
+Why: the paired evaluation protocol (`evaluation.paired`, `tumorgen evaluate-paired`) puts every method into the box
 of a *real* tumor. If the real tumor were still in the box, a method that keeps its input (a weak
 generator, an identity, a paste with a soft alpha) would score as if it had made a perfect tumor. So
 the box is erased first, the same way for every method, and each method regenerates it from the

@@ -1,9 +1,8 @@
 import sys, numpy as np
-sys.path.insert(0, "benchmarks")
 from tumorgen.api import TumorGen
 from tumorgen.data.prepared import load_prepared
 from tumorgen.synthesis.erase import erase_box
-from paired_protocol import padded_tight_box
+from tumorgen.evaluation.paired import padded_tight_box
 ds = load_prepared("/tmp/tg/prep_val")
 tg = TumorGen.load("/tmp/tg2/v_up", device="cpu")
 for case in ds.split("test"):

@@ -1,0 +1,67 @@
+"""The paired protocol: every method regenerates the same erased tumor boxes of your held-out cases.
+
+Each held-out case with a tumor (the PREP test split) has the tight box of its tumor (+2 voxels) erased;
+every method regenerates that box from the same erased scan, and the outputs are compared with the real
+scans: FID/KID per plane on tumor-centred slices beside the real-vs-real floor (test vs train cases),
+uptake, volume, shape and seam per case. Writes OUT/table.md, table.csv, metrics.json and montage.png,
+and prints the table (`tumorgen.evaluation.paired`).
+
+Methods (--methods, comma-separated, in table order): tumorgen[=MODEL] (the bundled model, a bundled
+name, an exported model or a run folder; one row per --steps), difftumor=RUN, bld=RUN, syntumor, blob
+(a hot ellipsoid anchor) and empty (the erased scan: the score of removing the tumor).
+
+Examples:
+  tumorgen evaluate-paired --data prep --out eval/paired --methods tumorgen=runs/tg,syntumor,blob,empty
+  tumorgen evaluate-paired --data prep --out eval/paired --methods tumorgen,difftumor=runs/dt --steps 1,10
+"""
+
+from __future__ import annotations
+
+import argparse
+
+FEATURES = ("inception", "pixels", "none")  # as tumorgen.evaluation.paired.FEATURES (kept import-free)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="a PREP cache (`tumorgen prepare`) with its test split")
+    parser.add_argument("--out", required=True, help="the output folder")
+    parser.add_argument("--methods", default="tumorgen,syntumor,blob,empty",
+                        help="comma-separated KIND[=MODEL]: tumorgen[=MODEL], difftumor=RUN, bld=RUN, syntumor, "
+                             "blob, empty (default: the bundled TumorGen, syntumor, blob, empty)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="test: the PREP test split; val: --val-cases drawn from the train split")
+    parser.add_argument("--val-cases", type=int, default=10, help="with --split val, cases drawn from train")
+    parser.add_argument("--val-seed", type=int, default=0, help="with --split val, seeds the draw")
+    parser.add_argument("--steps", default="10", help="Euler step counts for TumorGen, comma-separated")
+    parser.add_argument("--told-steps", default="10",
+                        help="for an uptake-conditioned TumorGen, also rows `tumorgen-N-told` given each real "
+                             "tumor's mean SUV (comma-separated step counts; empty: none)")
+    parser.add_argument("--baseline-steps", type=int, default=50, help="sampling steps for difftumor / bld")
+    parser.add_argument("--baseline-sampler", choices=("ddim", "ddpm"), default="ddim")
+    parser.add_argument("--seed", type=int, default=0, help="seeds erasing, sampling, the floor's draws and KID")
+    parser.add_argument("--features", choices=FEATURES, default="inception",
+                        help="FID features: the FID Inception network, 32x32 pixels (smoke tests), or no FID")
+    parser.add_argument("--inception", default=None, help="a local TorchScript FID Inception file")
+    parser.add_argument("--feature-cache", default=None,
+                        help="folder keeping the real cases' features between runs (they do not depend on the methods)")
+    parser.add_argument("--slices-per-plane", type=int, default=9, help="tumor-centred slices per plane and volume")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--save-volumes", action="store_true",
+                        help="also write every output as OUT/volumes/<case>_<method>_suv/_mask.nii.gz")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tumorgen.evaluation.paired import parse_counts, parse_methods, run_paired, summary_lines
+
+    metrics = run_paired(
+        data=args.data, out=args.out, methods=parse_methods(args.methods), split=args.split,
+        val_cases=args.val_cases, val_seed=args.val_seed, steps=parse_counts(args.steps, "--steps"),
+        told_steps=parse_counts(args.told_steps, "--told-steps", allow_empty=True),
+        baseline_steps=args.baseline_steps, baseline_sampler=args.baseline_sampler, seed=args.seed,
+        features=args.features, inception=args.inception, feature_cache=args.feature_cache,
+        slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
+        overwrite=args.overwrite)
+    for line in summary_lines(metrics):
+        print(line)
+    return 0

@@ -1,0 +1,188 @@
+"""One interface for every tumor generator: TumorGen, the diffusion and rule-based baselines, the anchors.
+
+A `TumorGenerator` puts one tumor into one box of a scan,
+
+    generator(suv, affine, box, seed, suv_mean=None) -> (suv_out, mask)
+
+SUV in and out on the scan's own grid, `box` half-open scan voxels, `seed` the only randomness, and
+`suv_mean` the mean SUV asked of an uptake-conditioned model (ignored by the others). It is a typed
+record, not a closure with attributes: what a table or a manifest needs to say about a generator (its
+kind, sample steps, sampler, whether it takes an uptake, where it was loaded from) is in its fields.
+`build_generator` is the one factory that makes one, for every kind in `KINDS`:
+
+- `tumorgen`: `api.TumorGen.load(source)` (None: the bundled model; a bundled name; an exported model
+  folder; a `tumorgen train` run folder), then `TumorGen.synthesize` (window cut around the box,
+  paste-back with a feathered seam and the scan's noise), as `tumorgen synthesize` runs it;
+- `difftumor`, `bld`: a `tumorgen train-baseline` run through the same synthesis pipeline;
+- `syntumor`: the rule-based baseline, its uptake fitted to reference tumors;
+- `blob`, `empty`: the anchors of `baselines.anchors`, the blob as hot as the reference tumors' median.
+
+What a generator returns outside its box (SynTumor's blurred rim, for instance) is the caller's to keep
+or drop: the paired protocol and `synthesis.rand_tumor.insert_tumor` keep the scan there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tumorgen.errors import TumorGenError, fail_on
+
+KINDS = ("tumorgen", "difftumor", "bld", "syntumor", "blob", "empty")
+MODEL_KINDS = ("tumorgen", "difftumor", "bld")  # loaded from a model or run folder
+REFERENCE_KINDS = ("syntumor", "blob")  # fitted to reference tumors (SUV volumes and their masks)
+BASELINE_SAMPLERS = ("ddim", "ddpm")
+
+Make = Callable[[np.ndarray, np.ndarray, tuple, int, "float | None"], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TumorGenerator:
+    """A tumor generator and what is known about it.
+
+    Args:
+        name: how tables and manifests name it (e.g. "tumorgen-10", "difftumor-ddim-50").
+        kind: one of `KINDS`.
+        make: `(suv, affine, box, seed, suv_mean) -> (suv_out, mask)`; call the record instead.
+        steps: sampling steps (model kinds), else None.
+        sampler: "euler" (tumorgen), "ddim" or "ddpm" (difftumor, bld), else None.
+        uptake_conditioned: takes `suv_mean` (a TumorGen trained with `flow.uptake_condition`).
+        source: the model or run folder it was loaded from (model kinds), else None.
+        record: what a manifest records about the model (folder, version, weights SHA-256).
+    """
+
+    name: str
+    kind: str
+    make: Make = field(repr=False)
+    steps: int | None = None
+    sampler: str | None = None
+    uptake_conditioned: bool = False
+    source: str | None = None
+    record: dict = field(default_factory=dict, repr=False)
+
+    def __call__(self, suv: np.ndarray, affine: np.ndarray, box: Sequence[int], seed: int,
+                 suv_mean: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One tumor into `box` of `suv` (SUV, (X, Y, Z)); returns (suv_out, mask) on the same grid."""
+        return self.make(suv, np.asarray(affine, dtype=np.float64), tuple(int(v) for v in box), int(seed), suv_mean)
+
+    def renamed(self, name: str) -> "TumorGenerator":
+        return TumorGenerator(name=name, kind=self.kind, make=self.make, steps=self.steps, sampler=self.sampler,
+                              uptake_conditioned=self.uptake_conditioned, source=self.source, record=self.record)
+
+
+def build_generator(kind: str, source: str | Path | None = None, *, steps: int | None = None,
+                    sampler: str | None = None, device: str = "auto", reference=None, seed: int = 0,
+                    grid: Sequence[int] | None = None, model=None, name: str | None = None) -> TumorGenerator:
+    """Build the generator of `kind`.
+
+    Args:
+        kind: one of `KINDS`.
+        source: tumorgen: None (the bundled model), a bundled name, an exported model folder or a run
+            folder; difftumor/bld: the `train-baseline` run folder. Not for the other kinds.
+        steps: sampling steps; None: the model's own (`flow.sample_steps`, `diffusion.sample_steps`).
+        sampler: tumorgen: "euler" (or None); difftumor/bld: "ddim" (default) or "ddpm".
+        device: "auto", "cpu" or "cuda".
+        reference: syntumor/blob: `(suv_volumes, masks)` of real tumors their uptake is fitted to.
+        seed: syntumor's own seed (its per-sample draws come from the call's seed).
+        grid: difftumor/bld trained on whole volumes: the grid the scans come on (must be the window).
+        model: tumorgen: an already loaded `api.TumorGen` (then `source` is not read).
+        name: the record's name; default: the kind, with steps (and sampler) for model kinds.
+    """
+    if kind not in KINDS:
+        raise TumorGenError(f"unknown generator {kind!r}; choose from {', '.join(KINDS)}")
+    if steps is not None and steps < 1:
+        raise TumorGenError(f"sampling steps must be >= 1, got {steps}")
+    if kind == "tumorgen":
+        generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model)
+    elif kind in ("difftumor", "bld"):
+        generator = _baseline(kind, source, steps=steps, sampler=sampler or "ddim", device=device, grid=grid)
+    elif kind in REFERENCE_KINDS:
+        if reference is None:
+            raise TumorGenError(f"{kind} needs reference tumors (SUV volumes and masks) to fit its uptake to")
+        images, masks = reference
+        if not len(images):
+            raise TumorGenError(f"{kind} needs at least one reference tumor to fit its uptake to")
+        generator = _syntumor(images, masks, seed=seed) if kind == "syntumor" else _blob(images, masks)
+    else:
+        generator = TumorGenerator(name="empty", kind="empty", make=lambda suv, affine, box, s, u: _empty(suv))
+    return generator if name is None else generator.renamed(name)
+
+
+def _empty(suv):
+    from tumorgen.baselines.anchors import empty_tumor
+
+    return empty_tumor(suv)
+
+
+def _tumorgen(source, *, steps, sampler, device, model) -> TumorGenerator:
+    from tumorgen.api import TumorGen
+
+    if sampler not in (None, "euler"):
+        raise TumorGenError(f"sampler {sampler} does not apply to tumorgen, which samples with euler")
+    tg = model if model is not None else TumorGen.load(source, device=device)
+    steps = tg.sample_steps if steps is None else int(steps)
+
+    def make(suv, affine, box, seed, suv_mean):
+        result = tg.synthesize(suv, affine=affine, box=box, num=1, steps=steps, seed=seed, suv_mean=suv_mean)[0]
+        return result.image, result.mask
+
+    return TumorGenerator(name=f"tumorgen-{steps}", kind="tumorgen", make=make, steps=steps, sampler="euler",
+                          uptake_conditioned=bool(tg.run.models.uptake_condition), source=str(tg.run_dir),
+                          record=tg.model_record())
+
+
+def _baseline(kind, source, *, steps, sampler, device, grid) -> TumorGenerator:
+    from tumorgen.api import as_volume
+    from tumorgen.evaluation.generate import model_generator_for
+    from tumorgen.synthesis.pipeline import synthesize_into_scan
+
+    if source is None:
+        raise TumorGenError(f"{kind} needs its run folder (`tumorgen train-baseline --method {kind}`)")
+    if sampler not in BASELINE_SAMPLERS:
+        raise TumorGenError(f"sampler {sampler} does not apply to {kind}; use ddim or ddpm")
+    data_json = Path(source) / "data.json"
+    if not data_json.is_file():
+        raise fail_on(source, "is not a training run folder (it has no data.json)")
+    info = json.loads(data_json.read_text())
+    window, record = model_generator_for(kind, source, steps=steps, sampler=sampler, device=device,
+                                         size=tuple(grid) if grid is not None else tuple(info["size"]))
+
+    def make(suv, affine, box, seed, suv_mean):
+        scan = as_volume(suv, affine=affine, what="scan")
+        result = synthesize_into_scan(scan=scan, boxes=[box], generate=window, model_info=info, num=1, seed=seed)[0]
+        return result.image, result.mask
+
+    steps = int(window.steps)
+    return TumorGenerator(name=f"{kind}-{sampler}-{steps}", kind=kind, make=make, steps=steps, sampler=sampler,
+                          source=str(source), record={k: v for k, v in record.items() if k != "model_info"})
+
+
+def _syntumor(images, masks, *, seed) -> TumorGenerator:
+    from tumorgen.baselines.syntumor import SuvStats, SynTumor
+
+    syntumor = SynTumor(suv_stats=SuvStats.from_tumors(images, masks), seed=seed)
+
+    def make(suv, affine, box, sample_seed, suv_mean):
+        return syntumor.generate(suv, box=box, rng=np.random.default_rng([sample_seed, 2]))
+
+    return TumorGenerator(name="syntumor", kind="syntumor", make=make)
+
+
+def _blob(images, masks) -> TumorGenerator:
+    from tumorgen.baselines.anchors import blob_tumor
+
+    uptake = reference_uptake(images, masks)
+
+    def make(suv, affine, box, seed, suv_mean):
+        return blob_tumor(suv, box, uptake_suv=uptake)
+
+    return TumorGenerator(name="blob", kind="blob", make=make, record={"uptake_suv": uptake})
+
+
+def reference_uptake(images, masks) -> float:
+    """The median over reference tumors of their mean SUV."""
+    return float(np.median([np.asarray(s)[np.asarray(m) > 0].mean() for s, m in zip(images, masks)]))
