@@ -7,7 +7,7 @@ then `python benchmarks/downstream.py ... --arms real,tumorgen-own,... --tumorge
 
 Why: the study's `--tumorgen` run learned from the whole train split, so at n = 5 its synthetic cases
 carry what it saw in the other 25 or so; a user who has 5 annotated cases has no such model. For each
-(n, seed) this takes exactly the real cases the study's cell takes (`downstream.real_order`: the seed's
+(n, seed) this takes exactly the real cases the study's cell takes (`downstream_plan.real_order`: the seed's
 permutation of the train split, its first n), writes them as a PREP cache of their own (hard links) and
 trains both stages on it, the VAE too (its loss weights the tumor, so it reads the labels):
 
@@ -35,17 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from downstream import (  # noqa: E402
-    OWN_DONE, OWN_FORMAT, _n_values, _seeds, own_folder, real_order, write_training_set,
+from tumorgen.data.prepared import load_prepared
+from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.evaluation.downstream_data import write_training_set
+from tumorgen.evaluation.downstream_plan import (
+    OWN_DONE, OWN_FORMAT, own_folder, parse_n_values, parse_seeds, real_order,
 )
-
-from tumorgen.data.prepared import load_prepared  # noqa: E402
-from tumorgen.errors import TumorGenError, fail_on  # noqa: E402
-from tumorgen.io.atomic import write_json  # noqa: E402
-from tumorgen.io.files import read_json_index, sha256_file  # noqa: E402
-from tumorgen.training.checkpoint import load_checkpoint  # noqa: E402
+from tumorgen.io.atomic import write_json
+from tumorgen.io.files import read_json_index, sha256_file
+from tumorgen.training.checkpoint import load_checkpoint
 
 
 NO_TIME_CAP = ["vae_train.max_minutes=none", "train.max_minutes=none"]
@@ -121,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         if not train:
             raise fail_on(dataset.root / "dataset.json", "has no training cases")
         notes: list[str] = []
-        n_values = _n_values(args.n_real, len(train), notes)
-        seeds = _seeds(args.seeds)
+        n_values = parse_n_values(args.n_real, len(train), notes)
+        seeds = parse_seeds(args.seeds)
         for seed in seeds:
             order = real_order(train, seed)
             for n in n_values:

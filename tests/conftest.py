@@ -102,19 +102,6 @@ def trained_debug_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
-def load_benchmark(name: str):
-    """Import `benchmarks/<name>.py` (a script, not a package module) for its tests."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
-    spec.loader.exec_module(module)
-    return module
-
-
 # ---------------------------------------------------------------------------------------------
 # subprocess training runs killed with SIGKILL (test_crash_safe_training.py, test_recipe_by_steps.py)
 

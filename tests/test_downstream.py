@@ -1,4 +1,5 @@
-"""benchmarks/downstream.py on a tiny PREP cache with a few segmenter steps: every arm sees the same real
+"""The downstream study (`tumorgen.evaluation.downstream`, behind benchmarks/downstream.py) on a tiny PREP
+cache with a few segmenter steps: every arm sees the same real
 cases and as many synthetic ones, synthetic labels lie in their box and keep the real label, same seed same
 table, finished cells are reused, a missing model's arm is skipped with a note."""
 
@@ -10,15 +11,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import load_benchmark, write_tiny_prep
+from conftest import write_tiny_prep
 from tumorgen.data.prepared import load_prepared
+from tumorgen.errors import TumorGenError
+from tumorgen.evaluation.downstream import DownstreamOptions, run_study
+from tumorgen.evaluation.downstream_plan import real_order, synthetic_count, synthetic_plan
+from tumorgen.evaluation.downstream_report import summary_rows
 from tumorgen.io.nifti import load_volume
 from tumorgen.synthesis.rand_tumor import box_slices
 
-TINY_SEG = ["--seg-steps", "2", "--seg-channels", "4,8,16", "--seg-roi", "16", "--no-progress"]
+TINY_SEG = {"seg_steps": 2, "seg_channels": "4,8,16", "seg_roi": 16, "progress": False}
+COMMAND = "python benchmarks/downstream.py (test)"
+GENERATORS_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "downstream_generators.py"
 
 
-downstream = load_benchmark("downstream")
+def study_run(**options) -> dict:
+    return run_study(DownstreamOptions(**{**TINY_SEG, **options}), command=COMMAND)
+
+
+def generators_script(argv: list[str]):
+    """benchmarks/downstream_generators.py in a subprocess (it trains through `python -m tumorgen` itself)."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    return subprocess.run([sys.executable, str(GENERATORS_SCRIPT), *argv], capture_output=True, text=True,
+                          env=cli_env())
 
 
 def tiny_study_prep(root: Path) -> Path:
@@ -47,11 +66,9 @@ def study(tmp_path_factory, trained_debug_run, one_thread):
     prep = tiny_study_prep(root / "prep")
     difftumor = _difftumor_run(prep, vae=trained_debug_run.parent / "vae", out=root / "difftumor")
     out = root / "out"
-    argv = ["--data", str(prep), "--out", str(out), "--arms", "real,tumorgen,syntumor,difftumor,bld",
-            "--tumorgen", str(trained_debug_run), "--tumorgen-steps", "2", "--difftumor", str(difftumor),
-            "--baseline-steps", "2", "--n-real", "2,all", "--seeds", "0,1", *TINY_SEG]
-    assert downstream.main(argv) == 0
-    return prep, out, argv
+    study_run(data=prep, out=out, arms="real,tumorgen,syntumor,difftumor,bld", tumorgen=trained_debug_run,
+              tumorgen_steps=2, difftumor=difftumor, baseline_steps=2, n_real="2,all", seeds="0,1")
+    return prep, out
 
 
 def _cells(out: Path) -> list[dict]:
@@ -60,11 +77,11 @@ def _cells(out: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_outputs_and_the_skipped_arm(study):
-    _, out, argv = study
+    _, out = study
     for name in ("table.md", "table.csv", "results.json", "dsc_vs_n.png", "README.md"):
         assert (out / name).is_file(), name
     readme = (out / "README.md").read_text()
-    assert "python benchmarks/downstream.py --data" in readme and "2 steps" in readme
+    assert COMMAND in readme and "2 steps" in readme
     rows = json.loads((out / "results.json").read_text())["rows"]
     skipped = [r for r in rows if r["arm"] == "bld"]
     assert skipped and all("skipped: no --bld run" in r["note"] for r in skipped)
@@ -77,7 +94,7 @@ def test_outputs_and_the_skipped_arm(study):
 
 @pytest.mark.slow
 def test_every_arm_sees_the_same_real_cases_and_as_many_synthetic_ones(study):
-    _, out, _ = study
+    _, out = study
     cells = _cells(out)
     assert len(cells) == 4 * 2 * 2
     for n in (2, 6):
@@ -103,7 +120,7 @@ def test_every_arm_sees_the_same_real_cases_and_as_many_synthetic_ones(study):
 
 @pytest.mark.slow
 def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
-    prep, out, _ = study
+    prep, out = study
     dataset = load_prepared(prep)
     records = sorted((out / "synthetic").glob("*/*/*_syn*.json"))
     assert records
@@ -131,35 +148,32 @@ def test_synthetic_labels_lie_in_their_box_and_keep_the_real_label(study):
 
 
 @pytest.mark.slow
-def test_same_seed_same_table_and_finished_cells_are_reused(tmp_path, one_thread, capsys):
+def test_same_seed_same_table_and_finished_cells_are_reused(tmp_path, one_thread):
     prep = tiny_study_prep(tmp_path / "prep")
-    common = ["--data", str(prep), "--arms", "real,syntumor", "--n-real", "3", "--seeds", "4", *TINY_SEG]
-    assert downstream.main([*common, "--out", str(tmp_path / "a")]) == 0
-    assert downstream.main([*common, "--out", str(tmp_path / "b")]) == 0
+    common = {"data": prep, "arms": "real,syntumor", "n_real": "3", "seeds": "4"}
+    study_run(**common, out=tmp_path / "a")
+    study_run(**common, out=tmp_path / "b")
     assert (tmp_path / "a" / "table.csv").read_text() == (tmp_path / "b" / "table.csv").read_text()
     a, b = _cells(tmp_path / "a"), _cells(tmp_path / "b")
     assert [c["per_case"] for c in a] == [c["per_case"] for c in b]
 
     result = tmp_path / "a" / "cells" / "syntumor_n003_s4" / "result.json"
     before = result.stat().st_mtime_ns
-    assert downstream.main([*common, "--out", str(tmp_path / "a")]) == 0
+    study_run(**common, out=tmp_path / "a")
     assert result.stat().st_mtime_ns == before, "a finished cell is read, not run again"
-    capsys.readouterr()
-    changed = [*common, "--out", str(tmp_path / "a")]
-    changed[changed.index("--seg-steps") + 1] = "3"
-    assert downstream.main(changed) == 2
-    assert "other settings" in capsys.readouterr().err
+    with pytest.raises(TumorGenError, match="other settings"):
+        study_run(**common, out=tmp_path / "a", seg_steps=3)
 
 
 def test_plan_helpers():
-    assert downstream.synthetic_count("2x", 5) == 10 and downstream.synthetic_count("7", 5) == 7
-    assert downstream.synthetic_plan(["a", "b"], 5) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
-    assert downstream.synthetic_plan([], 3) == []
-    order = downstream.real_order([f"c{i}" for i in range(10)], 3)
-    assert sorted(order) == sorted(f"c{i}" for i in range(10)) and order == downstream.real_order(
+    assert synthetic_count("2x", 5) == 10 and synthetic_count("7", 5) == 7
+    assert synthetic_plan(["a", "b"], 5) == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2)]
+    assert synthetic_plan([], 3) == []
+    order = real_order([f"c{i}" for i in range(10)], 3)
+    assert sorted(order) == sorted(f"c{i}" for i in range(10)) and order == real_order(
         [f"c{i}" for i in range(10)], 3)
-    with pytest.raises(downstream.TumorGenError, match="--synthetic"):
-        downstream.synthetic_count("lots", 3)
+    with pytest.raises(TumorGenError, match="--synthetic"):
+        synthetic_count("lots", 3)
 
 
 def test_paired_comparison_is_per_test_case_and_seed():
@@ -170,7 +184,7 @@ def test_paired_comparison_is_per_test_case_and_seed():
 
     cells = [cell("real", 0, {"a": 0.5, "b": 0.4, "c": 0.2}), cell("real", 1, {"a": 0.7, "b": 0.2, "c": 0.2}),
              cell("syntumor", 0, {"a": 0.6, "b": 0.6, "c": 0.1}), cell("syntumor", 1, {"a": 0.8, "b": 0.2, "c": 0.1})]
-    rows = downstream.summary_rows(cells, arms=["real", "syntumor"], n_values=[4], skipped={})
+    rows = summary_rows(cells, arms=["real", "syntumor"], n_values=[4], skipped={})
     real, syn = rows
     assert real["DSC"] == pytest.approx(np.mean([np.mean([0.5, 0.4, 0.2]), np.mean([0.7, 0.2, 0.2])]))
     # per test case, averaged over seeds: a +0.1, b +0.1, c -0.1
@@ -179,18 +193,15 @@ def test_paired_comparison_is_per_test_case_and_seed():
 
 
 
-downstream_generators = load_benchmark("downstream_generators")
-
-
 @pytest.mark.slow
-def test_tumorgen_own_trains_on_the_cells_real_cases_only(tmp_path, one_thread, capsys):
+def test_tumorgen_own_trains_on_the_cells_real_cases_only(tmp_path, one_thread):
     prep = tiny_study_prep(tmp_path / "prep")
     runs = tmp_path / "runs"
     train = load_prepared(prep).split("train")
-    expected = downstream.real_order([c.name for c in train], 0)[:2]
+    expected = real_order([c.name for c in train], 0)[:2]
     gen_argv = ["--data", str(prep), "--out", str(runs), "--n-real", "2", "--seeds", "0", "--config", "debug",
                 "--vae-steps", "1", "--steps", "1", "--no-progress"]
-    assert downstream_generators.main(gen_argv) == 0
+    assert generators_script(gen_argv).returncode == 0
     done = runs / "n002_s0" / "generators.json"
     record = json.loads(done.read_text())
     assert record["real_cases"] == expected
@@ -198,13 +209,13 @@ def test_tumorgen_own_trains_on_the_cells_real_cases_only(tmp_path, one_thread, 
     assert [c.name for c in own_prep.split("train")] == expected, "the generators saw the cell's cases, no other"
     assert (runs / "n002_s0" / "tumorgen" / "config.json").is_file()
     before = done.stat().st_mtime_ns
-    assert downstream_generators.main(gen_argv) == 0
+    assert generators_script(gen_argv).returncode == 0
     assert done.stat().st_mtime_ns == before, "a finished pair is not trained again"
 
     out = tmp_path / "out"
-    argv = ["--data", str(prep), "--out", str(out), "--arms", "real,tumorgen-own", "--tumorgen-own", str(runs),
-            "--tumorgen-steps", "2", "--n-real", "2,all", "--seeds", "0", *TINY_SEG]
-    assert downstream.main(argv) == 0
+    options = {"data": prep, "arms": "real,tumorgen-own", "tumorgen_own": runs, "tumorgen_steps": 2,
+               "n_real": "2,all", "seeds": "0"}
+    study_run(**options, out=out)
     cells = {(c["arm"], c["n_real"]): c for c in _cells(out)}
     assert set(cells) == {("real", 2), ("real", 6), ("tumorgen-own", 2)}, "no own generators for n = 6: no cell"
     own = cells[("tumorgen-own", 2)]
@@ -219,12 +230,11 @@ def test_tumorgen_own_trains_on_the_cells_real_cases_only(tmp_path, one_thread, 
 
     changed = [*gen_argv]
     changed[changed.index("--steps") + 1] = "2"
-    capsys.readouterr()
-    assert downstream_generators.main(changed) == 2, "other settings must not reuse a planned folder"
-    assert "other cases or settings" in capsys.readouterr().err
+    done_again = generators_script(changed)
+    assert done_again.returncode == 2, "other settings must not reuse a planned folder"
+    assert "other cases or settings" in done_again.stderr
 
     record["real_cases"] = expected[::-1]  # generators of other cases must not score this cell
     done.write_text(json.dumps(record))
-    capsys.readouterr()
-    assert downstream.main([*argv[:3], str(tmp_path / "out2"), *argv[4:]]) == 2
-    assert "other real cases" in capsys.readouterr().err
+    with pytest.raises(TumorGenError, match="other real cases"):
+        study_run(**options, out=tmp_path / "out2")
