@@ -86,7 +86,7 @@ def test_generate_and_evaluate_cli(eval_prep, trained_debug_run, tmp_path, capsy
     assert main(["generate-set", "--method", "syntumor", "--data", str(eval_prep), "--per-case", "2",
                  "--out", str(syn), "--no-progress"]) == 0
     tg_set, syn_set = load_generated_set(tg), load_generated_set(syn)
-    assert tg_set.info["model"]["sha256"] and tg_set.info["steps"] == 2 and tg_set.info["sampler"] == "euler"
+    assert tg_set.info["model"]["checkpoint_sha256"] and tg_set.info["steps"] == 2 and tg_set.info["sampler"] == "euler"
     assert len(syn_set.samples) == 6
     # the same seed gives every method the same boxes
     assert [s.box for s in tg_set.samples] == [s.box for s in syn_set.samples if s.k == 0]

@@ -232,14 +232,29 @@ def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function
     assert torch.allclose(prob_api, prob_direct, atol=1e-5)  # same noise (seed 3), same refiner path
 
 
-def test_synthesis_takes_its_euler_steps_from_the_runs_config():
-    """`flow.sample_steps` is the one default: `model_generator` (and the API and CLI through it) read it."""
+def test_synthesis_takes_its_euler_steps_from_the_runs_config(monkeypatch):
+    """`flow.sample_steps` is the one default: `model_generator` (and the API and CLI through it) samples
+    with it when no steps are given, and with the given steps otherwise."""
+    import tumorgen.synthesis.generate as generate_module
     from tumorgen.config import apply_overrides, load_config
-    from tumorgen.synthesis.generate import model_generator
     from tumorgen.training.run_folder import LoadedRun
 
+    class Sampled(Exception):
+        pass
+
+    seen = []
+
+    def spy(*args, steps, **kwargs):
+        seen.append(steps)
+        raise Sampled  # the steps are all this test needs
+
+    monkeypatch.setattr(generate_module, "sample_latents", spy)
     config = apply_overrides(load_config("debug"), ["flow.sample_steps=3"])
-    run = LoadedRun(config=config, models=_tiny_models(), scale_factor=1.0, data_info={}, version="test", step=0,
-                    run_dir=None)
-    assert model_generator(run, device=torch.device("cpu")).steps == 3
-    assert model_generator(run, steps=5, device=torch.device("cpu")).steps == 5
+    run = LoadedRun(config=config, models=_tiny_models(unet_channels=(16, 32), widths=(8, 8, 4)), scale_factor=1.0,
+                    data_info={}, version="test", step=0, run_dir=None)
+    image, _ = _case(32, (14, 17, 15), 6)
+    box = torch.tensor([[8, 8, 8, 24, 24, 24]])
+    for steps in (None, 5):
+        with pytest.raises(Sampled):
+            generate_module.model_generator(run, steps=steps, device=torch.device("cpu"))(image, box, [0])
+    assert seen == [3, 5]

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`from tumorgen import TumorGen, RandTumorSynthesisd` without importing torch at `import tumorgen`."""
+    """`from tumorgen import TumorGen, RandTumorSynthesisd, build_generator` without importing torch at
+    `import tumorgen`."""
     if name == "TumorGen":
         from tumorgen.api import TumorGen
 
@@ -17,4 +18,8 @@ def __getattr__(name: str):
         from tumorgen.synthesis.rand_tumor import RandTumorSynthesisd
 
         return RandTumorSynthesisd
+    if name in ("TumorGenerator", "build_generator"):
+        from tumorgen import generators
+
+        return getattr(generators, name)
     raise AttributeError(f"module 'tumorgen' has no attribute {name!r}")

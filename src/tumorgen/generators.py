@@ -24,7 +24,7 @@ or drop: the paired protocol and `synthesis.rand_tumor.insert_tumor` keep the sc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -52,7 +52,11 @@ class TumorGenerator:
         sampler: "euler" (tumorgen), "ddim" or "ddpm" (difftumor, bld), else None.
         uptake_conditioned: takes `suv_mean` (a TumorGen trained with `flow.uptake_condition`).
         source: the model or run folder it was loaded from (model kinds), else None.
-        record: what a manifest records about the model (folder, version, weights SHA-256).
+        record: what a manifest records about the model: {"run", "version", "step", "checkpoint_sha256"}
+            (model kinds), else {}.
+        window: the synthesis pipeline's window-level `generate(window_image, boxes_in_window, seeds)`
+            (model kinds), for callers that hand the pipeline a window themselves; else None.
+        info: the model's `synthesis.pipeline.ModelInfo` (window, spacing, box sizes; model kinds), else None.
     """
 
     name: str
@@ -63,15 +67,13 @@ class TumorGenerator:
     uptake_conditioned: bool = False
     source: str | None = None
     record: dict = field(default_factory=dict, repr=False)
+    window: Callable | None = field(default=None, repr=False)
+    info: object = field(default=None, repr=False)
 
     def __call__(self, suv: np.ndarray, affine: np.ndarray, box: Sequence[int], seed: int,
                  suv_mean: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One tumor into `box` of `suv` (SUV, (X, Y, Z)); returns (suv_out, mask) on the same grid."""
         return self.make(suv, np.asarray(affine, dtype=np.float64), tuple(int(v) for v in box), int(seed), suv_mean)
-
-    def renamed(self, name: str) -> "TumorGenerator":
-        return TumorGenerator(name=name, kind=self.kind, make=self.make, steps=self.steps, sampler=self.sampler,
-                              uptake_conditioned=self.uptake_conditioned, source=self.source, record=self.record)
 
 
 def build_generator(kind: str, source: str | Path | None = None, *, steps: int | None = None,
@@ -88,7 +90,8 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
         device: "auto", "cpu" or "cuda".
         reference: syntumor/blob: `(suv_volumes, masks)` of real tumors their uptake is fitted to.
         seed: syntumor's own seed (its per-sample draws come from the call's seed).
-        grid: difftumor/bld trained on whole volumes: the grid the scans come on (must be the window).
+        grid: the grid the scans come on, checked against a model trained on whole volumes (whose
+            window must be that grid); box-window models take any grid.
         model: tumorgen: an already loaded `api.TumorGen` (then `source` is not read).
         name: the record's name; default: the kind, with steps (and sampler) for model kinds.
     """
@@ -97,33 +100,83 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
     if steps is not None and steps < 1:
         raise TumorGenError(f"sampling steps must be >= 1, got {steps}")
     if kind == "tumorgen":
-        generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model)
+        generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model, grid=grid)
     elif kind in ("difftumor", "bld"):
         generator = _baseline(kind, source, steps=steps, sampler=sampler or "ddim", device=device, grid=grid)
     elif kind in REFERENCE_KINDS:
-        if reference is None:
+        if reference is None or not len(reference[0]):
             raise TumorGenError(f"{kind} needs reference tumors (SUV volumes and masks) to fit its uptake to")
         images, masks = reference
-        if not len(images):
-            raise TumorGenError(f"{kind} needs at least one reference tumor to fit its uptake to")
-        generator = _syntumor(images, masks, seed=seed) if kind == "syntumor" else _blob(images, masks)
+        if kind == "syntumor":
+            from tumorgen.baselines.syntumor import SuvStats, SynTumor
+
+            generator = syntumor_generator(SynTumor(suv_stats=SuvStats.from_tumors(images, masks), seed=seed))
+        else:
+            generator = _blob(reference_uptake(images, masks))
     else:
-        generator = TumorGenerator(name="empty", kind="empty", make=lambda suv, affine, box, s, u: _empty(suv))
-    return generator if name is None else generator.renamed(name)
+        generator = TumorGenerator(name="empty", kind="empty", make=_empty)
+    return generator if name is None else replace(generator, name=name)
 
 
-def _empty(suv):
+def as_generator(generator=None, *, steps: int | None = None) -> Callable:
+    """A `TumorGen`, a `SynTumor`, a `TumorGenerator` or a `(suv, affine, box, seed) -> (suv, mask)`
+    callable, as something to call like that; None: the bundled TumorGen model."""
+    from tumorgen.api import TumorGen
+    from tumorgen.baselines.syntumor import SynTumor
+
+    if generator is None or isinstance(generator, TumorGen):
+        return build_generator("tumorgen", model=generator, steps=steps)
+    if isinstance(generator, SynTumor):
+        return syntumor_generator(generator)
+    if callable(generator):
+        return generator
+    raise TypeError(f"generator must be a TumorGen, a SynTumor or a callable, got {type(generator).__name__}")
+
+
+def syntumor_generator(syntumor) -> TumorGenerator:
+    """A `baselines.syntumor.SynTumor` as a generator: its tumor inside the box, drawn from the seed."""
+
+    def make(suv, affine, box, seed, suv_mean):
+        return syntumor.generate(suv, box=box, rng=np.random.default_rng([seed, 2]))
+
+    return TumorGenerator(name="syntumor", kind="syntumor", make=make)
+
+
+def reference_uptake(images, masks) -> float:
+    """The median over reference tumors of their mean SUV."""
+    return float(np.median([np.asarray(s)[np.asarray(m) > 0].mean() for s, m in zip(images, masks)]))
+
+
+def _empty(suv, affine, box, seed, suv_mean):
     from tumorgen.baselines.anchors import empty_tumor
 
     return empty_tumor(suv)
 
 
-def _tumorgen(source, *, steps, sampler, device, model) -> TumorGenerator:
+def _blob(uptake: float) -> TumorGenerator:
+    from tumorgen.baselines.anchors import blob_tumor
+
+    def make(suv, affine, box, seed, suv_mean):
+        return blob_tumor(suv, box, uptake_suv=uptake)
+
+    return TumorGenerator(name="blob", kind="blob", make=make, record={"uptake_suv": uptake})
+
+
+def _check_grid(info, grid, where: Path) -> None:
+    """A model trained on whole volumes needs scans on its window's grid; a box-window model takes any."""
+    if grid is not None and info.window != "box" and tuple(info.size) != tuple(int(s) for s in grid):
+        raise fail_on(where, f"describes a {tuple(info.size)} model window but the scans' grid is "
+                             f"{tuple(int(s) for s in grid)}; generate into the PREP the model was trained on")
+
+
+def _tumorgen(source, *, steps, sampler, device, model, grid) -> TumorGenerator:
     from tumorgen.api import TumorGen
+    from tumorgen.synthesis.generate import model_generator
 
     if sampler not in (None, "euler"):
         raise TumorGenError(f"sampler {sampler} does not apply to tumorgen, which samples with euler")
     tg = model if model is not None else TumorGen.load(source, device=device)
+    _check_grid(tg.info, grid, tg.run_dir)
     steps = tg.sample_steps if steps is None else int(steps)
 
     def make(suv, affine, box, seed, suv_mean):
@@ -132,57 +185,41 @@ def _tumorgen(source, *, steps, sampler, device, model) -> TumorGenerator:
 
     return TumorGenerator(name=f"tumorgen-{steps}", kind="tumorgen", make=make, steps=steps, sampler="euler",
                           uptake_conditioned=bool(tg.run.models.uptake_condition), source=str(tg.run_dir),
-                          record=tg.model_record())
+                          record=tg.model_record(), window=model_generator(tg.run, steps=steps, device=tg.device),
+                          info=tg.info)
 
 
 def _baseline(kind, source, *, steps, sampler, device, grid) -> TumorGenerator:
+    from tumorgen import __version__
     from tumorgen.api import as_volume
-    from tumorgen.evaluation.generate import model_generator_for
-    from tumorgen.synthesis.pipeline import synthesize_into_scan
+    from tumorgen.baselines.generators import load_baseline_generator
+    from tumorgen.io.files import sha256_file
+    from tumorgen.synthesis.generate import resolve_inference_device
+    from tumorgen.synthesis.pipeline import ModelInfo, synthesize_into_scan
 
     if source is None:
         raise TumorGenError(f"{kind} needs its run folder (`tumorgen train-baseline --method {kind}`)")
     if sampler not in BASELINE_SAMPLERS:
         raise TumorGenError(f"sampler {sampler} does not apply to {kind}; use ddim or ddpm")
-    data_json = Path(source) / "data.json"
+    run_dir = Path(source)
+    data_json = run_dir / "data.json"
     if not data_json.is_file():
-        raise fail_on(source, "is not a training run folder (it has no data.json)")
-    info = json.loads(data_json.read_text())
-    window, record = model_generator_for(kind, source, steps=steps, sampler=sampler, device=device,
-                                         size=tuple(grid) if grid is not None else tuple(info["size"]))
+        raise fail_on(run_dir, "is not a training run folder (it has no data.json)")
+    try:
+        info = ModelInfo.from_dict(json.loads(data_json.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise fail_on(data_json, f"has no readable model window ({err})") from None
+    _check_grid(info, grid, data_json)
+    window = load_baseline_generator(run_dir, method=sampler, steps=steps, device=resolve_inference_device(device))
+    if window.baseline.kind != kind:
+        raise fail_on(run_dir, f"holds a {window.baseline.kind} model, not {kind}")
 
     def make(suv, affine, box, seed, suv_mean):
         scan = as_volume(suv, affine=affine, what="scan")
         result = synthesize_into_scan(scan=scan, boxes=[box], generate=window, model_info=info, num=1, seed=seed)[0]
         return result.image, result.mask
 
-    steps = int(window.steps)
-    return TumorGenerator(name=f"{kind}-{sampler}-{steps}", kind=kind, make=make, steps=steps, sampler=sampler,
-                          source=str(source), record={k: v for k, v in record.items() if k != "model_info"})
-
-
-def _syntumor(images, masks, *, seed) -> TumorGenerator:
-    from tumorgen.baselines.syntumor import SuvStats, SynTumor
-
-    syntumor = SynTumor(suv_stats=SuvStats.from_tumors(images, masks), seed=seed)
-
-    def make(suv, affine, box, sample_seed, suv_mean):
-        return syntumor.generate(suv, box=box, rng=np.random.default_rng([sample_seed, 2]))
-
-    return TumorGenerator(name="syntumor", kind="syntumor", make=make)
-
-
-def _blob(images, masks) -> TumorGenerator:
-    from tumorgen.baselines.anchors import blob_tumor
-
-    uptake = reference_uptake(images, masks)
-
-    def make(suv, affine, box, seed, suv_mean):
-        return blob_tumor(suv, box, uptake_suv=uptake)
-
-    return TumorGenerator(name="blob", kind="blob", make=make, record={"uptake_suv": uptake})
-
-
-def reference_uptake(images, masks) -> float:
-    """The median over reference tumors of their mean SUV."""
-    return float(np.median([np.asarray(s)[np.asarray(m) > 0].mean() for s, m in zip(images, masks)]))
+    record = {"run": str(run_dir), "version": __version__, "step": window.baseline.step,
+              "checkpoint_sha256": sha256_file(run_dir / "checkpoints" / "last.pt")}
+    return TumorGenerator(name=f"{kind}-{window.method}-{window.steps}", kind=kind, make=make, steps=window.steps,
+                          sampler=window.method, source=str(run_dir), record=record, window=window, info=info)

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumorgen.api import TumorGen
+    from tumorgen.generators import build_generator
     from tumorgen.synthesis.augment import augment_dataset
     from tumorgen.data.layouts import find_cases
     from tumorgen.errors import TumorGenError
@@ -65,11 +65,10 @@ def run(args: argparse.Namespace) -> int:
     dataset_folder_name(args.dataset_id, args.name)  # refuse a bad id or name before any work
     cases = find_cases(args.data, args.layout, image_glob=args.image_glob, mask_glob=args.mask_glob)
     cases = cases[: args.limit] if args.limit else cases
-    model = TumorGen.load(args.model, device=args.device)
-    report = augment_dataset(model=model, cases=cases, out=args.out, dataset_id=args.dataset_id, name=args.name,
-                             per_case=args.per_case, healthy_only=args.healthy_only, steps=args.steps,
-                             seed=args.seed, on_error=args.on_error, overwrite=args.overwrite,
-                             progress=not args.no_progress)
+    generator = build_generator("tumorgen", args.model, steps=args.steps, device=args.device)
+    report = augment_dataset(generator=generator, cases=cases, out=args.out, dataset_id=args.dataset_id,
+                             name=args.name, per_case=args.per_case, healthy_only=args.healthy_only, seed=args.seed,
+                             on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"wrote {report.real_written} real and {report.synthetic_written} synthetic cases to {report.dataset_dir}")
     if report.resumed:
         print(f"resumed: {report.resumed} cases already written were skipped")

@@ -24,6 +24,7 @@ import numpy as np
 from tumorgen.config import FlowConfig
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.generators import build_generator
 from tumorgen.evaluation.generated_set import save_sample, write_index
 from tumorgen.io.atomic import staged_dir
 from tumorgen.synthesis.pipeline import sample_seeds
@@ -85,84 +86,6 @@ def healthy_box(image: np.ndarray, *, sizes: np.ndarray, seed: int, factor: int 
     return tuple(int(v) for v in (*start, *(start + size)))
 
 
-def model_generator_for(method: str, model: str | Path | None, *, steps: int | None, sampler: str, device: str,
-                        size: tuple[int, int, int]) -> tuple[Callable, dict]:
-    """Load a method's model as the pipeline's `generate` callable; returns (generate, model record).
-
-    Args:
-        method: "tumorgen", "difftumor" or "bld".
-        model: the run folder.
-        steps, sampler: sampling steps and sampler ("euler" for TumorGen; "ddpm"/"ddim" for baselines);
-            steps None: the run's own (`flow.sample_steps` / `diffusion.sample_steps`), as `generate.steps`.
-        device: "auto", "cpu" or "cuda".
-        size: the PREP grid, which must be the model's window.
-    """
-    import json
-
-    from tumorgen import __version__
-    from tumorgen.io.files import sha256_file
-    from tumorgen.synthesis.generate import model_generator, resolve_inference_device
-
-    if model is None and method != "tumorgen":
-        raise TumorGenError(f"--model is required for --method {method}: the run folder it was trained into")
-    if method == "tumorgen":  # None, a bundled name, an exported model or a run folder
-        from tumorgen.training.model_bundle import MODEL_FILE, is_model_folder, resolve_model
-
-        run_dir = resolve_model(model)
-        data_json = run_dir / MODEL_FILE if is_model_folder(run_dir) else run_dir / "data.json"
-    else:
-        run_dir = Path(model)
-        data_json = run_dir / "data.json"
-    if not data_json.is_file():
-        raise fail_on(run_dir, "is not a training run folder (it has no data.json)")
-    try:
-        data_info = json.loads(data_json.read_text())
-        data_info = data_info["data"] if data_json.name == "model.json" else data_info
-        window = tuple(int(s) for s in data_info["size"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise fail_on(data_json, f"has no readable grid size ({err})") from None
-    box_windows = data_info.get("window") == "box"  # any PREP grid: the window is cut around each box
-    if not box_windows and window != tuple(size):
-        raise fail_on(data_json, f"describes a {window} model window but the PREP grid is {tuple(size)}; "
-                                 "generate into the PREP the model was trained on")
-    torch_device = resolve_inference_device(device)
-    if method == "tumorgen":
-        if sampler != "euler":
-            raise TumorGenError(f"--sampler {sampler} does not apply to tumorgen, which samples with euler")
-        from tumorgen.api import TumorGen
-
-        run = TumorGen.load(run_dir, device=str(torch_device)).run
-        generate, version = model_generator(run, steps=steps, device=torch_device), run.version
-    else:
-        if sampler not in ("ddpm", "ddim"):
-            raise TumorGenError(f"--sampler {sampler} does not apply to {method}; use ddpm or ddim")
-        from tumorgen.baselines.generators import load_baseline_generator
-
-        generate = load_baseline_generator(run_dir, method=sampler, steps=steps, device=torch_device)
-        if generate.baseline.kind != method:
-            raise fail_on(run_dir, f"holds a {generate.baseline.kind} model, not {method}")
-        version = __version__
-    weights = run_dir / "flow.safetensors" if method == "tumorgen" and is_model_folder(run_dir) else (
-        run_dir / "checkpoints" / "last.pt")
-    record = {"run": str(run_dir), "version": version, "sha256": sha256_file(weights)}
-    if box_windows:
-        record["model_info"] = data_info
-    return generate, record
-
-
-def _generate_in_box_window(generate: Callable, model_info: dict, image: np.ndarray, affine: np.ndarray, box,
-                            seed: int, suv_max: float):
-    """A box-window model: the public synthesis path on the PREP case as the scan (window cut around
-    the box, the model's intensity scale, paste-back), exactly as `tumorgen synthesize` runs it."""
-    from tumorgen.io.nifti import Volume
-    from tumorgen.synthesis.pipeline import synthesize_into_scan
-
-    scan = Volume(array=(image * suv_max).astype(np.float32), affine=affine, path=Path("<PREP case>"))
-    result = synthesize_into_scan(scan=scan, boxes=[tuple(int(v) for v in box)], generate=generate,
-                                  model_info=model_info, seed=seed, feather=FEATHER, match_noise=True)[0]
-    return result.image / suv_max, result.mask
-
-
 def _generate_with_model(generate: Callable, image: np.ndarray, box, seed: int, suv_max: float):
     """Run `generate` on the whole PREP volume (it is the window), then blend the box into the scan."""
     import torch
@@ -216,18 +139,15 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         raise fail_on(dataset.root / "dataset.json", f"grid {dataset.size} is not divisible by {LATENT_FACTOR}")
     suv_max = dataset.suv_max
     if method == "syntumor":
-        from tumorgen.baselines.syntumor import SuvStats, SynTumor
-
         loaded = [c.load() for c in dataset.tumor_cases("train")]
         if not loaded:
             raise fail_on(dataset.root / "dataset.json", "has no training tumors to fit SynTumor's uptake to")
-        stats = SuvStats.from_tumors([im * suv_max for im, _, _ in loaded], [m for _, m, _ in loaded])
-        syntumor, record, sampler, steps = SynTumor(suv_stats=stats, seed=seed), {}, None, None
+        generator = build_generator("syntumor", reference=([im * suv_max for im, _, _ in loaded],
+                                                           [m for _, m, _ in loaded]), seed=seed)
     else:
-        sampler = sampler or ("euler" if method == "tumorgen" else "ddim")
-        generate, record = model_generator_for(method, model, steps=steps, sampler=sampler, device=device,
-                                               size=dataset.size)
-        steps = int(generate.steps)
+        if model is None and method != "tumorgen":
+            raise TumorGenError(f"--model is required for --method {method}: the run folder it was trained into")
+        generator = build_generator(method, model, steps=steps, sampler=sampler, device=device, grid=dataset.size)
 
     alpha = FlowConfig().alpha
     sizes = training_box_sizes(dataset)
@@ -242,24 +162,20 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
             box = (tumor_box(real_mask, alpha=alpha, seed=box_seed) if real_mask.any()
                    else healthy_box(image, sizes=sizes, seed=box_seed))
             started = time.perf_counter()
-            if method == "syntumor":
-                suv, mask = syntumor.generate(image * suv_max, box=box, rng=np.random.default_rng(sample_seed))
+            if generator.window is not None and generator.info.window != "box":
+                new_image, mask = _generate_with_model(generator.window, image, box, sample_seed, suv_max)
+            else:  # the public synthesis path on the PREP case as the scan, as `tumorgen synthesize` runs it
+                suv, mask = generator(image * suv_max, affine, box, sample_seed)
                 new_image = suv / suv_max
-            else:
-                if "model_info" in record:
-                    new_image, mask = _generate_in_box_window(generate, record["model_info"], image, affine, box,
-                                                              sample_seed, suv_max)
-                else:
-                    new_image, mask = _generate_with_model(generate, image, box, sample_seed, suv_max)
             seconds = time.perf_counter() - started
             image_name, mask_name = save_sample(stage, case=case.name, k=k, image=new_image, mask=mask, affine=affine)
             samples.append({"case": case.name, "k": k, "image": image_name, "mask": mask_name, "box": list(box),
                             "seed": sample_seed, "seconds": round(seconds, 4),
                             "real_tumor": bool(real_mask.any())})
         bar.close()
-        record = {k: v for k, v in record.items() if k != "model_info"}
-        write_index(stage, method=method, samples=samples, data=Path(data).resolve(), split=split, sampler=sampler,
-                    steps=steps, model=record, extra={"seed": seed, "alpha": alpha, "feather": FEATHER})
+        write_index(stage, method=method, samples=samples, data=Path(data).resolve(), split=split,
+                    sampler=generator.sampler, steps=generator.steps, model=generator.record,
+                    extra={"seed": seed, "alpha": alpha, "feather": FEATHER})
     from tumorgen.evaluation.generated_set import load_generated_set
 
     return load_generated_set(out).info

@@ -82,7 +82,8 @@ def write_index(out_dir: str | Path, *, method: str, samples: list[dict], data: 
         data: the PREP folder the set was generated into.
         split: the PREP split ("test" normally).
         sampler, steps: how the method sampled (None for rule-based methods).
-        model: {"run", "version", "sha256"} of the model, or None.
+        model: the generator's record ({"run", "version", "step", "checkpoint_sha256"}), {} for a method
+            without a model, or None.
         extra: other provenance to keep (e.g. the seed of the run).
     """
     seconds = [s["seconds"] for s in samples if s.get("seconds") is not None]

@@ -78,9 +78,10 @@ def _box_clear_of(box, tumor: np.ndarray) -> bool:
     return not tumor[x0:x1, y0:y1, z0:z1].any()
 
 
-def choose_box(*, model, scan: Volume, tumor: np.ndarray, region: np.ndarray, seeds: list[int]):
-    """The first sampled box (one try per seed) that does not overlap the case's tumor, or None."""
-    info = model.info
+def choose_box(*, info, scan: Volume, tumor: np.ndarray, region: np.ndarray, seeds: list[int]):
+    """The first sampled box (one try per seed) that does not overlap the case's tumor, or None.
+
+    `info` is the model's `pipeline.ModelInfo`: its training box sizes and the window a box must fit."""
     for try_seed in seeds:
         box = sample_box(rng=np.random.default_rng(try_seed), region=region, scan=scan,
                          box_sizes_mm=info.box_sizes_mm, size=info.size, spacing=info.spacing, axcodes=info.axcodes)
@@ -92,14 +93,13 @@ def choose_box(*, model, scan: Volume, tumor: np.ndarray, region: np.ndarray, se
 
 def augment_dataset(
     *,
-    model,
+    generator,
     cases: list,
     out: str | Path,
     dataset_id: int,
     name: str,
     per_case: int,
     healthy_only: bool = False,
-    steps: int | None = None,
     seed: int = 0,
     on_error: str = "fail",
     overwrite: bool = False,
@@ -108,13 +108,13 @@ def augment_dataset(
     """Write real and synthetic cases into an nnU-Net v2 raw dataset (resumable).
 
     Args:
-        model: a loaded `api.TumorGen`.
+        generator: a model's `generators.TumorGenerator` (`build_generator("tumorgen", MODEL, steps=...)`):
+            its `info` says where boxes may go, its `record` is written beside every sample.
         cases: `data.layouts.CaseFiles` to process (already limited by the caller).
         out: nnUNet_raw, or the dataset folder itself.
         dataset_id, name: the nnU-Net dataset id (1-999) and name.
         per_case: synthetic samples per case.
         healthy_only: synthesize only into cases without a tumor (all real cases are still written).
-        steps: Euler steps of the sampler; None: the run's `flow.sample_steps`.
         seed: the run's seed; every sample's seed derives from (seed, case name, k).
         on_error: "fail" (a bad case stops the run) or "skip" (it is listed and skipped).
         overwrite: delete an existing dataset folder of this id and name first (default: resume it).
@@ -130,13 +130,15 @@ def augment_dataset(
                                  description="PET with TumorGen synthetic tumors (tumorgen augment)")
     if overwrite and writer.dataset_dir.exists():
         shutil.rmtree(writer.dataset_dir)
-    steps = model.sample_steps if steps is None else int(steps)
+    if generator.info is None:
+        raise TumorGenError(f"augment needs a trained model's generator (it samples boxes as the model's "
+                            f"training boxes), not {generator.kind}")
     report = AugmentReport(dataset_dir=writer.dataset_dir)
     provenance = _read_provenance(writer.dataset_dir)
     for case in tqdm(cases, desc="augment", unit="case", disable=not progress):
         try:
-            _augment_case(case, model=model, writer=writer, report=report, provenance=provenance,
-                          per_case=per_case, healthy_only=healthy_only, steps=steps, seed=seed)
+            _augment_case(case, generator=generator, writer=writer, report=report, provenance=provenance,
+                          per_case=per_case, healthy_only=healthy_only, seed=seed)
         except TumorGenError as err:
             if on_error == "fail":
                 raise
@@ -149,8 +151,8 @@ def augment_dataset(
     return report
 
 
-def _augment_case(case, *, model, writer: NnunetDatasetWriter, report: AugmentReport, provenance: dict,
-                  per_case: int, healthy_only: bool, steps: int, seed: int) -> None:
+def _augment_case(case, *, generator, writer: NnunetDatasetWriter, report: AugmentReport, provenance: dict,
+                  per_case: int, healthy_only: bool, seed: int) -> None:
     synthetic_ids = [f"{case.name}_syn{k}" for k in range(per_case)]
     pending = [cid for cid in [case.name, *synthetic_ids] if not writer.has_case(cid)]
     report.resumed += 1 + per_case - len(pending)
@@ -170,19 +172,19 @@ def _augment_case(case, *, model, writer: NnunetDatasetWriter, report: AugmentRe
     for k in todo:
         case_id = synthetic_ids[k]
         tries = [derived_seed(seed, case.name, k, attempt) for attempt in range(MAX_BOX_TRIES)]
-        box = choose_box(model=model, scan=scan, tumor=tumor, region=region, seeds=tries)
+        box = choose_box(info=generator.info, scan=scan, tumor=tumor, region=region, seeds=tries)
         if box is None:
             report.skipped_samples.append(
                 (case_id, f"no box clear of the existing tumor in {MAX_BOX_TRIES} tries; sample skipped"))
             continue
         sample_seed = derived_seed(seed, case.name, k)
-        result = model.synthesize(scan, box=box, num=1, steps=steps, seed=sample_seed)[0]
-        label = np.maximum(result.mask, tumor).astype(np.uint8)  # the existing tumor stays labelled
-        writer.add_case(case_id, result.image, label, scan.affine)
+        image, mask = generator(scan.array, scan.affine, box, sample_seed)
+        label = np.maximum(mask, tumor).astype(np.uint8)  # the existing tumor stays labelled
+        writer.add_case(case_id, image, label, scan.affine)
         report.synthetic_written += 1
         provenance["synthetic"][case_id] = {"source": str(case.image), "box": [int(v) for v in box],
-                                            "box_from": region_name, "seed": sample_seed, "steps": steps,
-                                            "model": model.model_record()}
+                                            "box_from": region_name, "seed": sample_seed,
+                                            "steps": generator.steps, "model": generator.record}
 
 
 def _read_provenance(dataset_dir: Path) -> dict:

@@ -202,7 +202,6 @@ def model_generator(
                 masks.append(mask_prob.float().clamp(0.0, 1.0).cpu())  # (1, 1, Sx, Sy, Sz)
         return torch.cat(images), torch.cat(masks)  # (B, 1, Sx, Sy, Sz) each
 
-    generate.steps = steps  # what a generated set records, as a baseline's generator does
     return generate
 
 

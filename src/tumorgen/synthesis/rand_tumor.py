@@ -2,8 +2,8 @@
 
 What synthetic tumors are for is training a segmenter. This module puts one generated tumor into one
 training case and is shared by two users: `RandTumorSynthesisd`, a MONAI transform for people with
-their own training loops (synthesis on the fly), and `benchmarks/downstream.py`, which builds fixed
-synthetic training sets for the downstream study. A tumor enters a case in one of two ways, and in
+their own training loops (synthesis on the fly), and the downstream study (`evaluation.downstream`),
+which builds fixed synthetic training sets. A tumor enters a case in one of two ways, and in
 both the scan is unchanged outside one box:
 
 - **regenerate** (the case has a tumor): the box is the largest tumor component's tight box plus
@@ -17,8 +17,8 @@ both the scan is unchanged outside one box:
   new mask.
 
 A generator is a `TumorMaker`: `make(suv, affine, box, seed) -> (suv_out, mask)`, SUV in and out on
-the scan's grid; `tumorgen_maker` wraps a loaded `api.TumorGen`, `syntumor_maker` a `SynTumor`, and
-`benchmarks/downstream.py` adds DiffTumor/BLD through the synthesis pipeline. Whatever the maker
+the scan's grid: a `generators.TumorGenerator` (TumorGen, DiffTumor, BLD, SynTumor, ... from
+`generators.build_generator`) or any callable of that signature. Whatever the maker
 returns outside the box (SynTumor's blurred rim, for instance) is dropped, and its mask is cut to the
 box, so "unchanged outside the box" and "the new label lies inside the box" hold for every maker.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Hashable, Sequence
 
 import numpy as np
@@ -34,6 +35,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from scipy import ndimage
 
 from tumorgen.errors import TumorGenError
+from tumorgen.generators import TumorGenerator, as_generator
 from tumorgen.synthesis.boxes import Box, body_mask
 from tumorgen.synthesis.erase import erase_box
 
@@ -172,51 +174,6 @@ def insert_tumor(suv: np.ndarray, label: np.ndarray, *, affine: np.ndarray, box:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Makers: a generator behind one signature.
-
-
-def tumorgen_maker(model, *, steps: int | None = None, feather: int = 3, match_noise: bool = True,
-                   suv_mean: float | None = None) -> TumorMaker:
-    """A loaded `api.TumorGen` as a maker (one sample per call, seeded).
-
-    `steps` None: the model's own `flow.sample_steps`; `suv_mean`: the tumors' mean SUV (None: drawn
-    per sample from the training tumors', for an uptake-conditioned model).
-    """
-
-    def make(suv, affine, box, seed):
-        result = model.synthesize(suv, affine=affine, box=box, num=1, steps=steps, seed=seed, feather=feather,
-                                  match_noise=match_noise, suv_mean=suv_mean)[0]
-        return result.image, result.mask
-
-    return make
-
-
-def syntumor_maker(syntumor) -> TumorMaker:
-    """A `baselines.syntumor.SynTumor` as a maker: its tumor inside the box, drawn from the seed."""
-
-    def make(suv, affine, box, seed):
-        return syntumor.generate(suv, box=box, rng=np.random.default_rng([int(seed), 2]))
-
-    return make
-
-
-def as_maker(generator, *, steps: int | None = None, suv_mean: float | None = None) -> TumorMaker:
-    """A `TumorGen`, a `SynTumor` or a maker callable, as a maker; None: the bundled TumorGen model."""
-    from tumorgen.api import TumorGen
-    from tumorgen.baselines.syntumor import SynTumor
-
-    if generator is None:
-        generator = TumorGen.load()
-    if isinstance(generator, TumorGen):
-        return tumorgen_maker(generator, steps=steps, suv_mean=suv_mean)
-    if isinstance(generator, SynTumor):
-        return syntumor_maker(generator)
-    if callable(generator):
-        return generator
-    raise TypeError(f"generator must be a TumorGen, a SynTumor or a callable, got {type(generator).__name__}")
-
-
-# ---------------------------------------------------------------------------------------------------
 # The MONAI transform.
 
 
@@ -281,7 +238,10 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
             raise ValueError("margin and clearance must be >= 0 and min_box >= 1")
         if suv_mean is not None and not suv_mean > 0:
             raise ValueError(f"suv_mean must be a positive SUV, got {suv_mean}")
-        self.make = as_maker(generator, steps=steps, suv_mean=suv_mean)
+        made = as_generator(generator, steps=steps)
+        if suv_mean is not None and isinstance(made, TumorGenerator):
+            made = partial(made, suv_mean=suv_mean)
+        self.make = made
         self.mode = mode
         self.regenerate_prob = float(regenerate_prob)
         self.box_sizes = box_sizes
