@@ -91,7 +91,9 @@ def generate_and_evaluate(args, work: Path, log: Path) -> dict:
     results = {}
     for name, method, run, sampler, steps in SETS:
         if not (sets / name / "generated.json").exists():
-            extra = (["--model", str(runs / run), "--sampler", sampler, "--steps", str(steps)] if run else [])
+            factor = json.loads((runs / "vae" / "data.json").read_text())["latent_factor"]  # syntumor shares its boxes
+            extra = (["--model", str(runs / run), "--sampler", sampler, "--steps", str(steps)] if run
+                     else ["--latent-factor", str(factor)])
             tumorgen_cli("generate-set", "--method", method, "--data", str(args.data), "--per-case",
                          str(args.per_case), "--seed", str(args.seed), "--device", args.device, "--out",
                          str(sets / name), "--overwrite", "--no-progress", *extra, log=log)

@@ -16,7 +16,7 @@ from tumorgen.io.nifti import save_volume
 
 
 def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int = 0,
-                    uptakes: tuple[float, ...] = (0.6,)) -> Path:
+                    uptakes: tuple[float, ...] = (0.6,), n_test: int = 1) -> Path:
     """Write a PREP folder of `n_cases` cubes of side `size`; the last case is healthy.
 
     Args:
@@ -25,6 +25,7 @@ def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int =
         n_cases: number of cases; the first n-1 carry one tumor each.
         seed: numpy seed for the blobs and the noise.
         uptakes: what tumor i adds to the image (SUV / suv_max), cycled over the tumors.
+        n_test: the first `n_test` cases are the test split, the others the train split.
     """
     rng = np.random.default_rng(seed)
     cases_dir = root / "cases"
@@ -58,7 +59,7 @@ def write_tiny_prep(root: Path, *, size: int = 16, n_cases: int = 5, seed: int =
     info = {
         "format": "tumorgen-prep", "version": 1, "layout": "phantom", "root": "raw", "size": [size] * 3,
         "spacing": [spacing] * 3, "suv_max": 10.0, "seed": seed, "test_fraction": 0.2,
-        "split": {"train": names[1:], "test": names[:1]}, "cases": entries, "skipped": [],
+        "split": {"train": names[n_test:], "test": names[:n_test]}, "cases": entries, "skipped": [],
     }
     (root / "dataset.json").write_text(json.dumps(info, indent=2))
     return root

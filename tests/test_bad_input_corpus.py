@@ -217,7 +217,7 @@ def generated_pair(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("evaluate_corpus")
     prep = write_tiny_prep(root / "prep", size=16, n_cases=6)
     assert main(["generate-set", "--method", "syntumor", "--data", str(prep), "--split", "train",
-                 "--out", str(root / "generated"), "--no-progress"]) == 0
+                 "--latent-factor", "4", "--out", str(root / "generated"), "--no-progress"]) == 0
     return prep, root / "generated"
 
 

@@ -59,7 +59,7 @@ def test_the_box_spans_the_fill_share_of_the_window_on_every_axis():
     box = (10, 12, 20, 30, 28, 70)  # 80 x 64 x 163.5 mm
     spacing = box_window_spacing(box, volume.affine, fill=24)
     _, _, in_window = cut_window(volume.array, volume.affine, box, size=(32,) * 3, spacing=spacing, suv_max=50.0,
-                                 intensity="log", multiple=2)
+                                 intensity="log", latent_factor=2)
     extent = np.subtract(in_window[3:], in_window[:3])
     assert np.all(extent >= 24) and np.all(extent <= 26), in_window
     assert np.allclose(spacing, [80 / 24, 64 / 24, 163.5 / 24])
@@ -80,9 +80,9 @@ def test_the_window_depends_on_the_box_only_not_on_the_scan_around_it():
     shifted = tuple(v + 40 for v in box)
     spacing = box_window_spacing(box, volume.affine, fill=24)
     a, _, box_a = cut_window(volume.array, volume.affine, box, size=(32,) * 3, spacing=spacing, suv_max=50.0,
-                             intensity="log", multiple=2, edge="nearest")
+                             intensity="log", latent_factor=2, edge="nearest")
     b, _, box_b = cut_window(padded, volume.affine, shifted, size=(32,) * 3, spacing=spacing, suv_max=50.0,
-                             intensity="log", multiple=2, edge="nearest")
+                             intensity="log", latent_factor=2, edge="nearest")
     assert box_a == box_b
     np.testing.assert_allclose(a, b, atol=1e-6)
 

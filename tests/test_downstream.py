@@ -18,7 +18,7 @@ from tumorgen.evaluation.downstream import DownstreamOptions, run_study
 from tumorgen.evaluation.downstream_plan import real_order, synthetic_count, synthetic_plan
 from tumorgen.evaluation.downstream_report import summary_rows
 from tumorgen.io.nifti import load_volume
-from tumorgen.synthesis.rand_tumor import box_slices
+from tumorgen.data.box_geometry import box_slices
 
 TINY_SEG = {"seg_steps": 2, "seg_channels": "4,8,16", "seg_roi": 16, "progress": False}
 COMMAND = "python benchmarks/downstream.py (test)"
@@ -42,12 +42,7 @@ def generators_script(argv: list[str]):
 
 def tiny_study_prep(root: Path) -> Path:
     """8 cases of 16^3: train = case02..case07 (case07 healthy), test = case00, case01."""
-    prep = write_tiny_prep(root, n_cases=8)
-    info = json.loads((prep / "dataset.json").read_text())
-    names = [c["name"] for c in info["cases"]]
-    info["split"] = {"train": names[2:], "test": names[:2]}
-    (prep / "dataset.json").write_text(json.dumps(info))
-    return prep
+    return write_tiny_prep(root, n_cases=8, n_test=2)
 
 
 def _difftumor_run(prep: Path, *, vae: Path, out: Path) -> Path:

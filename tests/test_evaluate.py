@@ -19,12 +19,7 @@ from tumorgen.evaluation.generated_set import load_generated_set, save_sample, w
 @pytest.fixture(scope="module")
 def eval_prep(tmp_path_factory) -> Path:
     """9 cases of 16^3 (the debug model's window): 3 test (tumors), 6 train (5 tumors + 1 healthy)."""
-    prep = write_tiny_prep(tmp_path_factory.mktemp("eval") / "prep", n_cases=9, seed=3)
-    info = json.loads((prep / "dataset.json").read_text())
-    names = [c["name"] for c in info["cases"]]
-    info["split"] = {"train": names[3:], "test": names[:3]}
-    (prep / "dataset.json").write_text(json.dumps(info))
-    return prep
+    return write_tiny_prep(tmp_path_factory.mktemp("eval") / "prep", n_cases=9, seed=3, n_test=3)
 
 
 def identity_set(prep: Path, out: Path) -> Path:
@@ -36,7 +31,7 @@ def identity_set(prep: Path, out: Path) -> Path:
         image, mask, affine = case.load()
         image_name, mask_name = save_sample(out, case=case.name, k=0, image=image, mask=mask, affine=affine)
         samples.append({"case": case.name, "k": 0, "image": image_name, "mask": mask_name,
-                        "box": list(tumor_box(mask, alpha=0.0, seed=0)), "seed": 0, "seconds": 0.0})
+                        "box": list(tumor_box(mask, alpha=0.0, seed=0, factor=4)), "seed": 0, "seconds": 0.0})
     write_index(out, method="identity", samples=samples, data=prep, split="test")
     return out
 
@@ -44,18 +39,18 @@ def identity_set(prep: Path, out: Path) -> Path:
 def test_tumor_box_holds_the_tumor_on_the_latent_grid():
     mask = np.zeros((16, 16, 16), np.uint8)
     mask[5:9, 6:7, 2:11] = 1
-    tight = tumor_box(mask, alpha=0.0, seed=0)
+    tight = tumor_box(mask, alpha=0.0, seed=0, factor=4)
     assert tight == (4, 4, 0, 12, 8, 12)  # floor / ceil to multiples of 4
-    grown = tumor_box(mask, alpha=0.5, seed=1)
+    grown = tumor_box(mask, alpha=0.5, seed=1, factor=4)
     assert all(g <= t for g, t in zip(grown[:3], tight[:3])) and all(g >= t for g, t in zip(grown[3:], tight[3:]))
     assert all(v % 4 == 0 for v in grown)
-    assert grown == tumor_box(mask, alpha=0.5, seed=1)  # seeded
+    assert grown == tumor_box(mask, alpha=0.5, seed=1, factor=4)  # seeded
 
 
 def test_healthy_box_is_a_training_size_inside_the_volume():
     image = np.zeros((16, 16, 16), np.float32)
     image[4:12, 4:12, 4:12] = 1.0
-    box = healthy_box(image, sizes=np.array([[8, 4, 4]]), seed=0)
+    box = healthy_box(image, sizes=np.array([[8, 4, 4]]), seed=0, factor=4)
     assert [b - a for a, b in zip(box[:3], box[3:])] == [8, 4, 4]
     assert all(v % 4 == 0 for v in box) and min(box) >= 0 and max(box[3:]) <= 16
 
@@ -84,7 +79,7 @@ def test_generate_and_evaluate_cli(eval_prep, trained_debug_run, tmp_path, capsy
     assert main(["generate-set", "--method", "tumorgen", "--model", str(trained_debug_run), "--data", str(eval_prep),
                  "--steps", "2", "--device", "cpu", "--out", str(tg), "--no-progress"]) == 0
     assert main(["generate-set", "--method", "syntumor", "--data", str(eval_prep), "--per-case", "2",
-                 "--out", str(syn), "--no-progress"]) == 0
+                 "--latent-factor", "4", "--out", str(syn), "--no-progress"]) == 0
     tg_set, syn_set = load_generated_set(tg), load_generated_set(syn)
     assert tg_set.info["model"]["checkpoint_sha256"] and tg_set.info["steps"] == 2 and tg_set.info["sampler"] == "euler"
     assert len(syn_set.samples) == 6

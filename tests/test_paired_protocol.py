@@ -15,7 +15,8 @@ from conftest import write_tiny_prep
 from tumorgen.cli import main as cli
 from tumorgen.data.prepared import load_prepared
 from tumorgen.evaluation.inception import default_inception_path
-from tumorgen.evaluation.paired import FLOOR_NAME, padded_tight_box
+from tumorgen.data.box_geometry import box_slices, tight_box
+from tumorgen.evaluation.paired import BOX_MARGIN, FLOOR_NAME
 from tumorgen.evaluation.paired_measures import case_measures, summarize
 from tumorgen.io.nifti import load_volume
 
@@ -33,12 +34,7 @@ def protocol(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def prep(tmp_path_factory) -> Path:
     """9 cases of 16^3: 3 test (tumors), 6 train (5 tumors + 1 healthy)."""
-    root = write_tiny_prep(tmp_path_factory.mktemp("paired") / "prep", n_cases=9, seed=3)
-    info = json.loads((root / "dataset.json").read_text())
-    names = [c["name"] for c in info["cases"]]
-    info["split"] = {"train": names[3:], "test": names[:3]}
-    (root / "dataset.json").write_text(json.dumps(info))
-    return root
+    return write_tiny_prep(tmp_path_factory.mktemp("paired") / "prep", n_cases=9, seed=3, n_test=3)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +130,8 @@ def test_outside_the_box_every_output_is_the_real_scan(prep, run):
         image, real_mask, _ = dataset.case(case_info["name"]).load()
         real_suv = (image * np.float32(dataset.suv_max)).astype(np.float32)
         box = case_info["box"]
-        assert box == list(padded_tight_box(real_mask))
-        inside = tuple(slice(a, b) for a, b in zip(box[:3], box[3:]))
+        assert box == list(tight_box(real_mask, margin=BOX_MARGIN))
+        inside = box_slices(box)
         outside = np.ones(real_suv.shape, bool)
         outside[inside] = False
         for method in METHODS:
@@ -181,10 +177,11 @@ def test_bad_arguments_exit_2_with_one_line(prep, tmp_path, capsys, extra):
     assert not (tmp_path / "bad").exists()
 
 
-def test_padded_tight_box_clips_to_the_volume():
+def test_the_protocols_box_is_the_tight_box_plus_two_voxels_clipped_to_the_volume():
     mask = np.zeros((10, 10, 10), np.uint8)
     mask[0:2, 4:6, 8:10] = 1
-    assert padded_tight_box(mask) == (0, 2, 6, 4, 8, 10)
+    assert tight_box(mask, margin=BOX_MARGIN) == (0, 2, 6, 4, 8, 10)
+    assert tight_box(mask) == (0, 4, 8, 2, 6, 10)
 
 
 @pytest.mark.slow

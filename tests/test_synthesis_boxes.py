@@ -13,7 +13,7 @@ from tumorgen.synthesis.boxes import (body_mask, box_from_world, check_box, pars
                                       sampling_region)
 
 AFFINE = np.array([[-2.0, 0, 0, 40.0], [0, 1.5, 0, -20.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
-MODEL = dict(size=(32, 32, 32), spacing=(2.0, 2.0, 2.0))  # latent voxel 8 mm, window 64 mm
+MODEL = dict(size=(32, 32, 32), spacing=(2.0, 2.0, 2.0), latent_factor=4)  # latent voxel 8 mm, window 64 mm
 
 
 def scan(shape=(40, 48, 30), affine=AFFINE, path="case_007.nii.gz") -> Volume:

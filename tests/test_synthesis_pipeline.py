@@ -16,7 +16,7 @@ from tumorgen.synthesis.manifest import case_name_from_path, safe_case_name
 from tumorgen.synthesis.pipeline import synthesize_into_scan, write_outputs
 
 FLIPPED = np.array([[-2.0, 0, 0, 40.0], [0, 1.5, 0, -20.0], [0, 0, 3.0, 5.0], [0, 0, 0, 1]])
-INFO = {"size": [32, 32, 32], "spacing": [2.0, 2.0, 2.0], "suv_max": 10.0,
+INFO = {"size": [32, 32, 32], "spacing": [2.0, 2.0, 2.0], "suv_max": 10.0, "latent_factor": 4,
         "box_sizes_mm": [[16.0, 16.0, 15.0], [24.0, 21.0, 18.0]]}
 BOX = (12, 14, 8, 24, 28, 16)
 
@@ -190,7 +190,7 @@ def test_on_a_healthy_phantom_in_autopet_layout_the_box_goes_into_the_lungs(tmp_
     save_volume(case.ct, case.affine, folder / "CTres.nii.gz")
     scan = load_volume(folder / "SUV.nii.gz")
     spacing = np.array(case.spacing)
-    info = {"size": [32, 32, 32], "spacing": list(spacing * 1.5), "suv_max": 15.0,
+    info = {"size": [32, 32, 32], "spacing": list(spacing * 1.5), "suv_max": 15.0, "latent_factor": 4,
             "box_sizes_mm": [list(spacing * 8)]}
     results = synthesize_into_scan(scan=scan, boxes=None, generate=hot_sphere_generator, model_info=info,
                                    num=2, seed=11)

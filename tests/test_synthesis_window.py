@@ -72,7 +72,7 @@ def test_box_in_window_covers_the_box_on_the_latent_grid(affine):
     box = (13, 11, 9, 22, 19, 17)
     grid = place_window(scan_shape=(40, 36, 30), scan_affine=affine, box=box, size=(24, 24, 24),
                         spacing=(2.0, 2.0, 2.0))
-    wbox = box_in_window(box, grid)
+    wbox = box_in_window(box, grid, latent_factor=4)
     assert all(v % 4 == 0 for v in wbox)
     voxels = np.indices([b - a for a, b in zip(box[:3], box[3:])]).reshape(3, -1) + np.array(box[:3])[:, None]
     in_window = (grid.scan_to_window @ np.vstack([voxels, np.ones(voxels.shape[1])]))[:3]  # (3, N)
@@ -85,7 +85,8 @@ def test_round_trip_puts_a_sphere_back_where_the_box_is(affine):
     shape = (40, 36, 30)
     box = (14, 12, 10, 24, 22, 18)
     suv = np.ones(shape, dtype=np.float32)
-    window, grid, wbox = cut_window(suv, affine, box, size=(24, 24, 24), spacing=(2.0, 2.0, 2.0), suv_max=10.0)
+    window, grid, wbox = cut_window(suv, affine, box, size=(24, 24, 24), spacing=(2.0, 2.0, 2.0), suv_max=10.0,
+                                    latent_factor=4)
     np.testing.assert_allclose(window[wbox[0]:wbox[3], wbox[1]:wbox[4], wbox[2]:wbox[5]], 0.1, atol=1e-6)
     # A sphere (radius 4 mm) at the box center, drawn in window coordinates.
     center_scan = np.array([(a + b - 1) / 2 for a, b in zip(box[:3], box[3:])] + [1.0])

@@ -12,12 +12,10 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from tumorgen.data.box_geometry import box_slices
+
 BLOB_AXIS_FRACTION = 0.4  # blob semi-axes as a fraction of the box extent (0.5 would touch the faces)
 BLOB_SIGMA = 1.0  # voxels: smoothing of the blob's profile (about the PET blur)
-
-
-def _slices(box: Sequence[int]) -> tuple[slice, slice, slice]:
-    return tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))
 
 
 def blob_tumor(suv: np.ndarray, box: Sequence[int], *, uptake_suv: float) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +37,13 @@ def blob_tumor(suv: np.ndarray, box: Sequence[int], *, uptake_suv: float) -> tup
     if not inside.any():  # a box one voxel thick: keep the centre voxel
         inside[tuple(((hi - lo) - 1) // 2)] = True
     profile = ndimage.gaussian_filter(inside.astype(np.float64), BLOB_SIGMA, mode="constant")
-    background = suv[_slices(box)].astype(np.float64)
+    background = suv[box_slices(box)].astype(np.float64)
     # Scale the added profile so the mean SUV in the mask (background + blob) is `uptake_suv`.
     amplitude = max(uptake_suv - background[inside].mean(), 0.0) / profile[inside].mean()
     out = np.array(suv, copy=True)
-    out[_slices(box)] = (background + amplitude * profile).astype(out.dtype)
+    out[box_slices(box)] = (background + amplitude * profile).astype(out.dtype)
     mask = np.zeros(out.shape, np.uint8)
-    mask[_slices(box)] = inside
+    mask[box_slices(box)] = inside
     return out, mask
 
 

@@ -18,17 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorgen.data.box_geometry import box_slices, tight_box
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path
 
 def crop_to_tight_box(mask: np.ndarray) -> np.ndarray:
     """The (X, Y, Z) binary mask cut to the tight box of its nonzero voxels (uint8)."""
-    coords = np.nonzero(mask)
-    if len(coords[0]) == 0:
+    if not np.any(mask):
         raise ValueError("cannot crop an empty mask")
-    lo = [int(c.min()) for c in coords]
-    hi = [int(c.max()) + 1 for c in coords]
-    return (mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] > 0).astype(np.uint8)
+    return (mask[box_slices(tight_box(mask))] > 0).astype(np.uint8)
 
 
 def shrink_to_fit(mask: np.ndarray, box_size: tuple[int, int, int]) -> np.ndarray:

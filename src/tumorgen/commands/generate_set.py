@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="euler for tumorgen; ddpm or ddim for difftumor/bld (default ddim)")
     parser.add_argument("--seed", type=int, default=0, help="boxes and samples derive from it (default 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--latent-factor", type=int, default=None,
+                        help="syntumor: the VAE factor f of the models its set is compared with (boxes are whole "
+                             "latent voxels; the models' data.json says it); model methods read their own")
     parser.add_argument("--out", required=True, help="the generated set folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     index = generate_set(method=args.method, data=args.data, out=args.out, model=args.model, split=args.split,
                          per_case=args.per_case, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                         device=args.device, overwrite=args.overwrite, progress=not args.no_progress)
+                         device=args.device, latent_factor=args.latent_factor, overwrite=args.overwrite,
+                         progress=not args.no_progress)
     seconds = index["seconds_per_sample"]
     print(f"{len(index['samples'])} samples of {args.method} in {args.out} "
           f"({seconds:.3f} s per sample); next: tumorgen evaluate --real {args.data} --generated {args.out} --out OUT")

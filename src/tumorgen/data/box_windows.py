@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tumorgen.data.box_geometry import tight_box
 from tumorgen.data.intensity import suv_to_model
 from tumorgen.synthesis.window import box_in_window, box_window_spacing, place_window, scan_to_window_values
 
@@ -41,18 +42,10 @@ class BoxWindowSpec:
     size: int
     fill: int
     suv_max: float
+    factor: int
     intensity: str = "log"
-    factor: int = 4
     alpha: float = 0.1
     pad: float = 2.0
-
-
-def tight_box(mask: np.ndarray) -> tuple[int, ...]:
-    """Half-open tight box of a non-empty (X, Y, Z) mask."""
-    coords = np.nonzero(mask)
-    if not coords[0].size:
-        raise ValueError("the mask is empty: a box window needs a tumor")
-    return tuple(int(c.min()) for c in coords) + tuple(int(c.max()) + 1 for c in coords)
 
 
 def training_box(mask: np.ndarray, spec: BoxWindowSpec, rng: np.random.Generator) -> tuple[int, ...]:
@@ -80,7 +73,7 @@ def cut_box_window(suv: np.ndarray, mask: np.ndarray | None, affine: np.ndarray,
     window_mask = None
     if mask is not None:
         window_mask = (scan_to_window_values(mask.astype(np.float32), grid, order=1) >= 0.5).astype(np.float32)
-    return image, window_mask, box_in_window(box, grid, multiple=spec.factor)
+    return image, window_mask, box_in_window(box, grid, latent_factor=spec.factor)
 
 
 def flip_window(image: np.ndarray, mask: np.ndarray, box, axes) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:

@@ -40,9 +40,6 @@ def example_cases() -> list[ExampleCase]:
 
 def tumor_box(mask: np.ndarray, margin: int = EXAMPLE_BOX_MARGIN) -> tuple[int, ...]:
     """The real tumor's tight box + `margin` voxels a face, clipped to the volume (half-open, (X, Y, Z))."""
-    from tumorgen.data.box_windows import tight_box
+    from tumorgen.data.box_geometry import tight_box
 
-    box = np.asarray(tight_box(mask))
-    lo = np.maximum(box[:3] - margin, 0)
-    hi = np.minimum(box[3:] + margin, mask.shape)
-    return tuple(int(v) for v in (*lo, *hi))
+    return tight_box(mask, margin=margin)

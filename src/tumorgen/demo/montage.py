@@ -18,6 +18,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from tumorgen.data.box_geometry import box_slices  # noqa: E402
 from tumorgen.synthesis.preview import save_figure, to_ras  # noqa: E402
 
 REAL_ROWS = 3
@@ -49,7 +50,7 @@ def write_montage(path: str | Path, rows: list[dict], *, title: str = "") -> Pat
         box_ras = None
         if row.get("box") is not None:
             indicator = np.zeros(row["image"].shape, dtype=bool)
-            indicator[tuple(slice(int(a), int(b)) for a, b in zip(row["box"][:3], row["box"][3:]))] = True
+            indicator[box_slices(row["box"])] = True
             where = np.argwhere(to_ras(indicator, affine))
             box_ras = (where.min(axis=0), where.max(axis=0) + 1)
         if mask.any():

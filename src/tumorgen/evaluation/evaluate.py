@@ -33,7 +33,8 @@ from tumorgen.evaluation.fid import plane_features, real_floor_from_features, sc
 from tumorgen.evaluation.generated_set import INDEX_NAME, load_generated_set
 from tumorgen.evaluation.slices import PLANES
 from tumorgen.evaluation.tables import TABLE1_COLUMNS, table1_rows, write_table
-from tumorgen.evaluation.tumor_measures import box_mask, connected_components, noise_inside_vs_outside, seam_step
+from tumorgen.data.box_geometry import box_mask
+from tumorgen.evaluation.tumor_measures import connected_components, noise_inside_vs_outside, seam_step
 from tumorgen.io.atomic import atomic_path, staged_dir, write_json
 
 FLOOR_REPEATS = 5  # random real-vs-real splits averaged for the floor

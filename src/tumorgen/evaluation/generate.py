@@ -4,7 +4,8 @@ A fair comparison gives every method the same scans and the same boxes. Here the
 the PREP case and the seed, never on the method: for a case with a tumor it is the BA-PMG box of its
 real tumor (tight box on the latent grid, each face grown by U(0, alpha L), docs/METHOD.md section 1);
 for a healthy case it is one of the training tumors' box sizes centred on a random body voxel. Boxes
-lie on the latent grid (multiples of the VAE factor 4), as the generators require.
+lie on the latent grid (multiples of the VAE's factor f, read from the model's data.json; SynTumor,
+which has no VAE, is told the f of the models it is compared with), as the generators require.
 
 The PREP grid is the model window (both are `size` voxels at the cached spacing), so nothing is
 resampled: the case's volume goes to `generate` as is, and the generated box is pasted back with
@@ -22,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from tumorgen.config import FlowConfig
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.generators import build_generator
@@ -30,11 +32,10 @@ from tumorgen.io.atomic import staged_dir
 from tumorgen.synthesis.pipeline import sample_seeds
 
 METHODS = ("tumorgen", "difftumor", "bld", "syntumor")
-LATENT_FACTOR = 4  # the VAE's downsampling factor f (docs/METHOD.md): boxes must be whole latent voxels
 FEATHER = 3  # seam width in voxels, the same as `tumorgen synthesize`'s default
 
 
-def tumor_box(mask: np.ndarray, *, alpha: float, seed: int, factor: int = LATENT_FACTOR) -> tuple[int, ...]:
+def tumor_box(mask: np.ndarray, *, alpha: float, seed: int, factor: int) -> tuple[int, ...]:
     """The BA-PMG box of a real tumor, on the image grid: latent tight box grown by random margins.
 
     Args:
@@ -53,7 +54,7 @@ def tumor_box(mask: np.ndarray, *, alpha: float, seed: int, factor: int = LATENT
     return tuple(int(v) for v in scale_box(grown, factor)[0].tolist())
 
 
-def training_box_sizes(dataset: PreparedDataset, *, factor: int = LATENT_FACTOR) -> np.ndarray:
+def training_box_sizes(dataset: PreparedDataset, *, factor: int) -> np.ndarray:
     """(N, 3) image-voxel sizes of the training tumors' tight latent boxes (for healthy cases)."""
     sizes = []
     for case in dataset.tumor_cases("train"):
@@ -65,7 +66,7 @@ def training_box_sizes(dataset: PreparedDataset, *, factor: int = LATENT_FACTOR)
     return np.asarray(sizes, dtype=np.int64)
 
 
-def healthy_box(image: np.ndarray, *, sizes: np.ndarray, seed: int, factor: int = LATENT_FACTOR) -> tuple[int, ...]:
+def healthy_box(image: np.ndarray, *, sizes: np.ndarray, seed: int, factor: int) -> tuple[int, ...]:
     """A box of a training tumor's size around a random body voxel, snapped to the latent grid.
 
     Args:
@@ -95,7 +96,7 @@ def _generate_with_model(generate: Callable, image: np.ndarray, box, seed: int, 
     window = torch.from_numpy(image[None, None].astype(np.float32))  # (1, 1, X, Y, Z)
     with torch.no_grad():
         image_hat, mask_prob = generate(window, torch.tensor([box], dtype=torch.int64), [seed])
-    inside = tuple(slice(a, b) for a, b in zip(box[:3], box[3:]))
+    inside = box_slices(box)
     generated = image_hat[0, 0].float().cpu().numpy()[inside] * suv_max  # SUV inside the box
     prob = mask_prob[0, 0].float().cpu().numpy()[inside]
     suv, mask = blend_into_scan(image * suv_max, generated, prob, box, feather=FEATHER, match_noise=True,
@@ -103,9 +104,24 @@ def _generate_with_model(generate: Callable, image: np.ndarray, box, seed: int, 
     return suv / suv_max, mask
 
 
+def _latent_factor(generator, given: int | None) -> int:
+    """The factor boxes are snapped to: the model's; without a model (syntumor), the one given."""
+    own = None if generator.info is None else generator.info.latent_factor
+    if own is not None and given is not None and given != own:
+        raise TumorGenError(f"--latent-factor {given} disagrees with the model's latent factor {own}; leave it out")
+    factor = own if own is not None else given
+    if factor is None:
+        raise TumorGenError(f"--latent-factor is needed for {generator.kind}: the VAE factor of the models its set "
+                            "is compared with (latent_factor in their data.json), so that it gets their boxes")
+    if factor < 1:
+        raise TumorGenError(f"--latent-factor must be >= 1, got {factor}")
+    return int(factor)
+
+
 def generate_set(*, method: str, data: str | Path, out: str | Path, model: str | Path | None = None,
                  split: str = "test", per_case: int = 1, steps: int | None = None, sampler: str | None = None,
-                 seed: int = 0, device: str = "auto", overwrite: bool = False, progress: bool = True) -> dict:
+                 seed: int = 0, device: str = "auto", latent_factor: int | None = None, overwrite: bool = False,
+                 progress: bool = True) -> dict:
     """Generate `per_case` tumors into every case of a PREP split and write the generated set.
 
     Args:
@@ -119,6 +135,8 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         sampler: "euler" (tumorgen), "ddpm" or "ddim" (baselines; default ddim).
         seed: the run's seed; boxes and samples derive from it, the same for every method.
         device: "auto", "cpu" or "cuda".
+        latent_factor: the VAE factor f boxes are snapped to: a model's own (given, it must agree);
+            syntumor needs it, the f of the models its set is compared with, so it gets their boxes.
         overwrite: replace an existing `out`.
         progress: show a progress bar.
 
@@ -135,8 +153,6 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
     cases = dataset.split(split)
     if not cases:
         raise fail_on(dataset.root / "dataset.json", f"has no cases in the {split!r} split")
-    if any(s % LATENT_FACTOR for s in dataset.size):
-        raise fail_on(dataset.root / "dataset.json", f"grid {dataset.size} is not divisible by {LATENT_FACTOR}")
     suv_max = dataset.suv_max
     if method == "syntumor":
         loaded = [c.load() for c in dataset.tumor_cases("train")]
@@ -148,9 +164,13 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         if model is None and method != "tumorgen":
             raise TumorGenError(f"--model is required for --method {method}: the run folder it was trained into")
         generator = build_generator(method, model, steps=steps, sampler=sampler, device=device, grid=dataset.size)
+    factor = _latent_factor(generator, latent_factor)
+    if any(s % factor for s in dataset.size):
+        raise fail_on(dataset.root / "dataset.json",
+                      f"grid {dataset.size} is not divisible by the latent factor {factor}")
 
     alpha = FlowConfig().alpha
-    sizes = training_box_sizes(dataset)
+    sizes = training_box_sizes(dataset, factor=factor)
     jobs = [(case, k) for case in cases for k in range(per_case)]
     seeds = sample_seeds(seed, len(jobs))
     samples = []
@@ -159,8 +179,8 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         for (case, k), sample_seed in zip(bar, seeds):
             image, real_mask, affine = case.load()
             box_seed = int(np.random.SeedSequence([sample_seed, 2]).generate_state(1)[0])
-            box = (tumor_box(real_mask, alpha=alpha, seed=box_seed) if real_mask.any()
-                   else healthy_box(image, sizes=sizes, seed=box_seed))
+            box = (tumor_box(real_mask, alpha=alpha, seed=box_seed, factor=factor) if real_mask.any()
+                   else healthy_box(image, sizes=sizes, seed=box_seed, factor=factor))
             started = time.perf_counter()
             if generator.window is not None and generator.info.window != "box":
                 new_image, mask = _generate_with_model(generator.window, image, box, sample_seed, suv_max)
@@ -175,7 +195,7 @@ def generate_set(*, method: str, data: str | Path, out: str | Path, model: str |
         bar.close()
         write_index(stage, method=method, samples=samples, data=Path(data).resolve(), split=split,
                     sampler=generator.sampler, steps=generator.steps, model=generator.record,
-                    extra={"seed": seed, "alpha": alpha, "feather": FEATHER})
+                    extra={"seed": seed, "alpha": alpha, "feather": FEATHER, "latent_factor": factor})
     from tumorgen.evaluation.generated_set import load_generated_set
 
     return load_generated_set(out).info

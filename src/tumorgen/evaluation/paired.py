@@ -57,7 +57,8 @@ from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, sco
 from tumorgen.evaluation.paired_measures import MEAN_TOLERANCE, VOLUME_TOLERANCE, case_measures, summarize
 from tumorgen.evaluation.paired_montage import write_paired_montage
 from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
-from tumorgen.evaluation.tumor_measures import box_mask, box_slices, connected_components, seam_step
+from tumorgen.data.box_geometry import box_mask, box_slices, tight_box
+from tumorgen.evaluation.tumor_measures import connected_components, seam_step
 from tumorgen.generators import KINDS, MODEL_KINDS, TumorGenerator, build_generator, reference_uptake
 from tumorgen.io.atomic import staged_dir, write_json
 from tumorgen.synthesis.erase import erase_box
@@ -112,16 +113,6 @@ class Row:
     def __call__(self, case: PairedCase) -> tuple[np.ndarray, np.ndarray]:
         suv_mean = float(case.suv[case.mask > 0].mean()) if self.told else None
         return self.generator(case.erased, case.affine, case.box, case.seed, suv_mean=suv_mean)
-
-
-def padded_tight_box(mask: np.ndarray, margin: int = BOX_MARGIN) -> tuple[int, ...]:
-    """The half-open tight box of a non-empty mask, grown by `margin` voxels a side, clipped to the volume."""
-    coords = np.argwhere(np.asarray(mask) > 0)  # (V, 3)
-    if coords.size == 0:
-        raise ValueError("the mask is empty: no box")
-    lo = np.maximum(coords.min(axis=0) - margin, 0)
-    hi = np.minimum(coords.max(axis=0) + 1 + margin, mask.shape)
-    return tuple(int(v) for v in (*lo, *hi))
 
 
 def parse_methods(text: str) -> list[tuple[str, str | None]]:
@@ -252,7 +243,7 @@ def _load_cases(eval_cases, *, suv_max: float, seed: int) -> list[PairedCase]:
     for case_entry, case_seed in zip(eval_cases, sample_seeds(seed, len(eval_cases))):
         image, mask, affine = case_entry.load()
         suv = (image * np.float32(suv_max)).astype(np.float32)  # the cache is clip(SUV, 0, suv_max) / suv_max
-        box = padded_tight_box(mask)
+        box = tight_box(mask, margin=BOX_MARGIN)
         erased = erase_box(suv, box, rng=np.random.default_rng([case_seed, 1]), shell=ERASE_SHELL)
         cases.append(PairedCase(case_entry.name, suv, mask, affine, box, case_seed, erased))
     return cases

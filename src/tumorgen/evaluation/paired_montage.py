@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorgen.evaluation.slices import PLANE_AXIS, PLANES, tumor_slice_indices
-from tumorgen.evaluation.tumor_measures import box_mask, box_slices
+from tumorgen.data.box_geometry import box_mask, box_slices
 from tumorgen.io.atomic import atomic_path
 
 CROP_GROW = 0.5  # the montage crop: the box plus this fraction of its extent on each side

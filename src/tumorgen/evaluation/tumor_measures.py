@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.synthesis.blend import BODY_SUV, NOISE_SHELL, NOISE_SIGMA
 
 # 26-connectivity: voxels touching at a corner belong to one tumor (a blob is one component).
@@ -25,17 +26,6 @@ def component_sizes(mask: np.ndarray) -> np.ndarray:
 def connected_components(mask: np.ndarray) -> int:
     """Number of 26-connected components of a binary (X, Y, Z) mask."""
     return int(component_sizes(mask).size)
-
-
-def box_mask(shape, box) -> np.ndarray:
-    mask = np.zeros(shape, dtype=np.uint8)
-    mask[tuple(slice(a, b) for a, b in zip(box[:3], box[3:]))] = 1
-    return mask
-
-
-def box_slices(box) -> tuple[slice, slice, slice]:
-    """A half-open box `(x0, y0, z0, x1, y1, z1)` as numpy slices."""
-    return tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))
 
 
 def noise_inside_vs_outside(image: np.ndarray, mask: np.ndarray, box, *, shell: int = NOISE_SHELL) -> dict:

@@ -84,8 +84,10 @@ def choose_box(*, info, scan: Volume, tumor: np.ndarray, region: np.ndarray, see
     `info` is the model's `pipeline.ModelInfo`: its training box sizes and the window a box must fit."""
     for try_seed in seeds:
         box = sample_box(rng=np.random.default_rng(try_seed), region=region, scan=scan,
-                         box_sizes_mm=info.box_sizes_mm, size=info.size, spacing=info.spacing, axcodes=info.axcodes)
-        box = check_box(box, scan=scan, size=info.size, spacing=info.spacing, axcodes=info.axcodes)
+                         box_sizes_mm=info.box_sizes_mm, size=info.size, spacing=info.spacing,
+                         latent_factor=info.latent_factor, axcodes=info.axcodes)
+        box = check_box(box, scan=scan, size=info.size, spacing=info.spacing, latent_factor=info.latent_factor,
+                        axcodes=info.axcodes)
         if _box_clear_of(box, tumor):
             return box
     return None

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from tumorgen.data.box_geometry import box_slices
+
 # Smoothing width (voxels) that separates noise from anatomy: PET resolution is ~2 voxels FWHM, so a
 # residual from sigma = 1 holds mostly noise.
 NOISE_SIGMA = 1.0
@@ -61,21 +63,17 @@ def _residual_gain(sigma: float) -> float:
     return float(np.sqrt(((delta - ndimage.gaussian_filter(delta, sigma)) ** 2).sum()))
 
 
-def _slices(box) -> tuple[slice, slice, slice]:
-    return tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))
-
-
 def scan_noise_coefficient(suv: np.ndarray, box, *, shell: int = NOISE_SHELL) -> float:
     """`c` in `sd = c * sqrt(mean SUV)`, measured in a shell around the box (0 if it cannot be)."""
     shape = np.array(suv.shape)
     outer_lo = np.maximum(np.array(box[:3]) - shell, 0)
     outer_hi = np.minimum(np.array(box[3:]) + shell, shape)
     outer = (*outer_lo, *outer_hi)
-    region = suv[_slices(outer)].astype(np.float64)
+    region = suv[box_slices(outer)].astype(np.float64)
     smooth = ndimage.gaussian_filter(region, NOISE_SIGMA, mode="nearest")
     in_shell = np.ones(region.shape, dtype=bool)
     inner = np.array(box[:3]) - outer_lo
-    in_shell[_slices((*inner, *(inner + np.array(box[3:]) - np.array(box[:3]))))] = False
+    in_shell[box_slices((*inner, *(inner + np.array(box[3:]) - np.array(box[:3]))))] = False
     # Only smooth neighbourhoods: at an organ or body edge the residual is anatomy, not noise.
     spread = ndimage.maximum_filter(smooth, size=5) - ndimage.minimum_filter(smooth, size=5)
     use = in_shell & (smooth > BODY_SUV) & (spread < HOMOGENEOUS_SPREAD * smooth)
@@ -118,7 +116,7 @@ def blend_into_scan(
     Returns:
         (image float32 (X, Y, Z), mask uint8 (X, Y, Z)).
     """
-    window = _slices(box)
+    window = box_slices(box)
     box_shape = tuple(int(b - a) for a, b in zip(box[:3], box[3:]))
     if generated_box.shape != box_shape or prob_box.shape != box_shape:
         raise ValueError(f"generated arrays {generated_box.shape}, {prob_box.shape} do not match the box {box_shape}")

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
-from tumorgen.synthesis.window import LATENT_FACTOR, to_scan_axes, window_axes
+from tumorgen.synthesis.window import to_scan_axes, window_axes
 
 Box = tuple[int, int, int, int, int, int]
 
@@ -114,8 +114,9 @@ def box_from_world(center_mm: Sequence[float], size_mm: Sequence[float], *, affi
     return tuple(int(v) for v in (*lo, *hi))  # type: ignore[return-value]
 
 
-def model_limits_on_scan(scan_affine: np.ndarray, *, size, spacing, axcodes: str | None = "RAS"):
-    """The model's latent voxel and window extents in mm, reordered onto the scan's axes.
+def model_limits_on_scan(scan_affine: np.ndarray, *, size, spacing, latent_factor: int,
+                         axcodes: str | None = "RAS"):
+    """The model's latent voxel (`latent_factor` window voxels) and window extents in mm, on the scan's axes.
 
     Returns:
         (latent_mm, window_mm): two (3,) arrays, per scan axis.
@@ -123,16 +124,18 @@ def model_limits_on_scan(scan_affine: np.ndarray, *, size, spacing, axcodes: str
     perm, _ = window_axes(scan_affine, axcodes)
     spacing_on_scan = to_scan_axes(spacing, perm)
     size_on_scan = to_scan_axes(size, perm)
-    return LATENT_FACTOR * spacing_on_scan, size_on_scan * spacing_on_scan
+    return latent_factor * spacing_on_scan, size_on_scan * spacing_on_scan
 
 
-def check_box(box: Sequence[int], *, scan: Volume, size, spacing, axcodes: str | None = "RAS") -> Box:
+def check_box(box: Sequence[int], *, scan: Volume, size, spacing, latent_factor: int,
+              axcodes: str | None = "RAS") -> Box:
     """Refuse a box the scan or the model cannot hold; return it as a tuple of ints.
 
     Args:
         box: half-open box in the scan's voxels.
         scan: the input scan (its shape, affine and path are used).
         size, spacing: the model's grid (per model axis).
+        latent_factor: the model's VAE factor f (a box spans at least one latent voxel).
         axcodes: the model's orientation (to match model axes with scan axes).
     """
     box = parse_box(box, path=scan.path)
@@ -144,7 +147,8 @@ def check_box(box: Sequence[int], *, scan: Volume, size, spacing, axcodes: str |
     if np.any(lo < 0) or np.any(hi > shape):
         raise fail_on(scan.path, f"box {text} lies outside the scan's {tuple(int(s) for s in shape)} voxels")
     extent_mm = (hi - lo) * np.asarray(scan.spacing)
-    latent_mm, window_mm = model_limits_on_scan(scan.affine, size=size, spacing=spacing, axcodes=axcodes)
+    latent_mm, window_mm = model_limits_on_scan(scan.affine, size=size, spacing=spacing,
+                                                latent_factor=latent_factor, axcodes=axcodes)
     if np.any(extent_mm < latent_mm - 1e-6):
         axis = int(np.argmax(latent_mm - extent_mm))
         raise fail_on(
@@ -222,6 +226,7 @@ def sample_box(
     box_sizes_mm: Sequence[Sequence[float]],
     size,
     spacing,
+    latent_factor: int,
     axcodes: str | None = "RAS",
 ) -> Box:
     """Draw one box: center uniform over `region`'s voxels, size one of the training boxes'.
@@ -235,6 +240,7 @@ def sample_box(
         scan: the input scan.
         box_sizes_mm: training box sizes, (N, 3) in mm on the model's axes (RUN/data.json).
         size, spacing: the model's grid.
+        latent_factor: the model's VAE factor f.
         axcodes: the model's orientation.
     """
     sizes = np.asarray(box_sizes_mm, dtype=np.float64).reshape(-1, 3)  # (N, 3)
@@ -247,7 +253,8 @@ def sample_box(
     perm, _ = window_axes(scan.affine, axcodes)
     size_mm = to_scan_axes(sizes[rng.integers(len(sizes))], perm)
     scan_spacing = np.asarray(scan.spacing)
-    latent_mm, window_mm = model_limits_on_scan(scan.affine, size=size, spacing=spacing, axcodes=axcodes)
+    latent_mm, window_mm = model_limits_on_scan(scan.affine, size=size, spacing=spacing,
+                                                latent_factor=latent_factor, axcodes=axcodes)
     lo_vox = np.ceil(latent_mm / scan_spacing - 1e-6)
     hi_vox = np.floor(window_mm / scan_spacing + 1e-6)
     extent = np.clip(np.round(size_mm / scan_spacing), lo_vox, hi_vox)

@@ -66,15 +66,18 @@ class ModelInfo:
     size: tuple[int, int, int]
     spacing: tuple[float, float, float]
     suv_max: float
+    latent_factor: int  # the VAE's f, from data.json: the ibsi and phantom presets train f = 2
     box_sizes_mm: tuple = ()
     axcodes: str | None = "RAS"
     window: str = "volume"
     box_fill: int = 0
     intensity: str = "linear"
-    latent_factor: int = 4
 
     @classmethod
     def from_dict(cls, info: dict) -> "ModelInfo":
+        if "latent_factor" not in info:
+            raise TumorGenError("the model's data.json has no latent_factor (the VAE's downsampling factor); "
+                                "train it again with this version")
         return cls(
             size=tuple(int(s) for s in info["size"]),
             spacing=tuple(float(s) for s in info["spacing"]),
@@ -84,7 +87,7 @@ class ModelInfo:
             window=str(info.get("window", "volume")),
             box_fill=int(info.get("box_fill", 0)),
             intensity=str(info.get("intensity", "linear")),
-            latent_factor=int(info.get("latent_factor", 4)),
+            latent_factor=int(info["latent_factor"]),
         )
 
     def grid_for(self, box, scan_affine: np.ndarray) -> dict:
@@ -92,7 +95,7 @@ class ModelInfo:
         spacing = self.spacing
         if self.window == "box":
             spacing = box_window_spacing(box, scan_affine, fill=self.box_fill, axcodes=self.axcodes)
-        return dict(size=self.size, spacing=spacing, axcodes=self.axcodes)
+        return dict(size=self.size, spacing=spacing, axcodes=self.axcodes, latent_factor=self.latent_factor)
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ def synthesize_into_scan(
     if num < 1 or batch < 1:
         raise ValueError(f"num and batch must be >= 1, got {num}, {batch}")
     check_scan_is_suv(scan)
-    grid_kwargs = dict(size=info.size, spacing=info.spacing, axcodes=info.axcodes)
+    grid_kwargs = dict(size=info.size, spacing=info.spacing, axcodes=info.axcodes, latent_factor=info.latent_factor)
     if info.window == "box" and info.box_sizes_mm:  # sampled boxes: any training size fits a box window
         largest = float(np.max(np.asarray(info.box_sizes_mm, dtype=np.float64)))
         grid_kwargs["spacing"] = (max(largest / info.box_fill, min(info.spacing)),) * 3
@@ -188,7 +191,7 @@ def synthesize_into_scan(
         ks = list(range(first, min(first + batch, num)))
         started = time.perf_counter()
         cuts = [cut_window(suv, scan.affine, chosen[k], suv_max=info.suv_max, intensity=info.intensity,
-                           multiple=info.latent_factor, edge="nearest" if info.window == "box" else "constant",
+                           edge="nearest" if info.window == "box" else "constant",
                            **info.grid_for(chosen[k], scan.affine)) for k in ks]
         window_image = torch.from_numpy(np.stack([c[0] for c in cuts])[:, None])  # (B, 1, Sx, Sy, Sz)
         window_boxes = torch.tensor([c[2] for c in cuts], dtype=torch.int64)  # (B, 6)

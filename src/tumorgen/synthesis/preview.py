@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.io.atomic import atomic_path
 
 
@@ -63,7 +64,7 @@ def write_preview(
     from matplotlib.patches import Rectangle
 
     box_indicator = np.zeros(image.shape, dtype=bool)
-    box_indicator[tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))] = True
+    box_indicator[box_slices(box)] = True
     ornt = nib.orientations.io_orientation(affine)
     image_ras = to_ras(image, affine)
     mask_ras = to_ras(mask > 0, affine)

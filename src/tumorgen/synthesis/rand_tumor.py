@@ -34,6 +34,7 @@ import numpy as np
 from monai.transforms import MapTransform, RandomizableTransform
 from scipy import ndimage
 
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.errors import TumorGenError
 from tumorgen.generators import TumorGenerator, as_generator
 from tumorgen.synthesis.boxes import Box, body_mask
@@ -67,10 +68,6 @@ class InsertedTumor:
     mask: np.ndarray
     box: Box
     mode: str
-
-
-def box_slices(box: Sequence[int]) -> tuple[slice, slice, slice]:
-    return tuple(slice(int(a), int(b)) for a, b in zip(box[:3], box[3:]))
 
 
 def regeneration_box(label: np.ndarray, *, margin: int = BOX_MARGIN, min_box: int = MIN_BOX) -> Box | None:

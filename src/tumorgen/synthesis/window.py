@@ -22,11 +22,6 @@ from scipy import ndimage
 
 from tumorgen.data.intensity import suv_to_model
 
-# The VAE downsamples by 4 (docs/METHOD.md, f = 4): a box edge that is not a multiple of 4 model voxels
-# would cut a latent voxel in two.
-LATENT_FACTOR = 4
-
-
 def window_axes(scan_affine: np.ndarray, axcodes: str | None = "RAS") -> tuple[np.ndarray, np.ndarray]:
     """Which scan axis, and which direction along it, each window axis follows.
 
@@ -174,8 +169,9 @@ def window_to_scan_values(values: np.ndarray, grid: WindowGrid, *, region=None, 
     return out.astype(np.float32)
 
 
-def box_in_window(box, grid: WindowGrid, *, multiple: int = LATENT_FACTOR) -> tuple[int, ...]:
-    """The window voxels covering a scan box, snapped outward to multiples of `multiple`.
+def box_in_window(box, grid: WindowGrid, *, latent_factor: int) -> tuple[int, ...]:
+    """The window voxels covering a scan box, snapped outward to multiples of the VAE's `latent_factor`
+    (a box edge between two latent voxels would cut one in two; the model's data.json records f).
 
     The box covers scan voxels `x0 .. x1-1`, i.e. the continuous range `[x0 - 0.5, x1 - 0.5]`; every
     window voxel whose center falls in it (or touches it) is included, then the faces move outward to
@@ -187,8 +183,8 @@ def box_in_window(box, grid: WindowGrid, *, multiple: int = LATENT_FACTOR) -> tu
     in_window = (grid.scan_to_window @ corners.T).T[:, :3]  # (8, 3)
     first = np.floor(in_window.min(axis=0) + 0.5 + 1e-6)
     last = np.ceil(in_window.max(axis=0) - 0.5 - 1e-6)
-    start = np.floor(first / multiple) * multiple
-    stop = np.ceil((last + 1) / multiple) * multiple
+    start = np.floor(first / latent_factor) * latent_factor
+    stop = np.ceil((last + 1) / latent_factor) * latent_factor
     size = np.asarray(grid.shape)
     start = np.clip(start, 0, size).astype(int)
     stop = np.clip(stop, 0, size).astype(int)
@@ -222,7 +218,7 @@ def cut_window(
     suv_max: float,
     axcodes: str | None = "RAS",
     intensity: str = "linear",
-    multiple: int = LATENT_FACTOR,
+    latent_factor: int,
     edge: str = "constant",
 ) -> tuple[np.ndarray, WindowGrid, tuple[int, ...]]:
     """The model's input for one box: the window image in model range, its grid, the box in it.
@@ -235,10 +231,10 @@ def cut_window(
         suv_max: the training value range's top (DESIGN.md).
         axcodes: the training cache's orientation.
         intensity: the model's intensity scale (`tumorgen.data.intensity`).
-        multiple: the box in the window is snapped outward to multiples of this (the latent factor).
+        latent_factor: the VAE's f; the box in the window is snapped outward to multiples of it.
         edge: "constant" (zeros) or "nearest" outside the scan.
     """
     grid = place_window(scan_shape=suv.shape, scan_affine=scan_affine, box=box, size=size, spacing=spacing, axcodes=axcodes)
     window = suv_to_model(scan_to_window_values(suv, grid, order=1, fill=0.0, mode=edge), suv_max=suv_max,
                           kind=intensity)
-    return window, grid, box_in_window(box, grid, multiple=multiple)
+    return window, grid, box_in_window(box, grid, latent_factor=latent_factor)

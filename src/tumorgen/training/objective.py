@@ -11,20 +11,21 @@ import torch
 import torch.nn.functional as F
 
 from tumorgen.bbox import bapmg, downsample_mask
+from tumorgen.config import ABLATIONS, FlowConfig
 from tumorgen.flow import interpolate, joint_target, one_step_estimate, sample_t, split_joint
 from tumorgen.losses import coarse_loss, fine_loss, refiner_loss
 from tumorgen.models.tumorgen import TumorGenModels, flow_condition
 from tumorgen.models.vae import encode_mean
 from tumorgen.synthesis import refine
 
-ABLATIONS = frozenset({"no_bapmg", "no_coarse", "no_fine", "no_vmr"})
-DEFAULT_WEIGHTS = {"coarse": 1.0, "fine": 0.5, "rec": 1.0}  # lambda_1..3 of eq. 7 (docs/METHOD.md choice)
+# lambda_1..3 of eq. 7: the config's defaults (FlowConfig, with their "why"), the one table of them
+DEFAULT_WEIGHTS = {"coarse": FlowConfig.coarse_weight, "fine": FlowConfig.fine_weight, "rec": FlowConfig.rec_weight}
 LOSS_KEYS = ("loss", "rfm", "coarse", "fine", "rec")
 
 
 def _check_ablate(ablate: frozenset[str] | set[str] | tuple) -> frozenset[str]:
     ablate = frozenset(ablate)
-    unknown = ablate - ABLATIONS
+    unknown = ablate - frozenset(ABLATIONS)
     if unknown:
         raise ValueError(f"unknown ablation(s) {sorted(unknown)}; choose from {sorted(ABLATIONS)}")
     return ablate

@@ -33,6 +33,7 @@ from torch import nn
 
 from tumorgen.bbox import box_indicator
 from tumorgen.config import Config, to_dict
+from tumorgen.data.box_geometry import tight_box
 from tumorgen.data.box_windows import box_window_spec, random_windows
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
@@ -50,12 +51,12 @@ from tumorgen.training.run_setup import (
 
 def tight_box_sizes(mask: np.ndarray) -> list[int]:
     """Extent (voxels) of the tight box around a binary (X, Y, Z) mask's nonzero voxels."""
-    coords = np.nonzero(mask)
-    return [int(c.max() - c.min() + 1) for c in coords]
+    box = tight_box(mask)
+    return [b - a for a, b in zip(box[:3], box[3:])]
 
 
 def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affines: list[np.ndarray], *,
-                  vae_sha256: str, config: Config | None = None, latent_factor: int = 4,
+                  vae_sha256: str, latent_factor: int, config: Config | None = None,
                   images: list[np.ndarray] | None = None) -> dict:
     """The run's data.json: what synthesis needs to know about the training data and the model's window.
 

@@ -1,13 +1,13 @@
-import sys, numpy as np
+import numpy as np
 from tumorgen.api import TumorGen
 from tumorgen.data.prepared import load_prepared
 from tumorgen.synthesis.erase import erase_box
-from tumorgen.evaluation.paired import padded_tight_box
+from tumorgen.data.box_geometry import tight_box
 ds = load_prepared("/tmp/tg/prep_val")
 tg = TumorGen.load("/tmp/tg2/v_up", device="cpu")
 for case in ds.split("test"):
     im, m, aff = case.load(); suv = im * ds.suv_max
-    box = padded_tight_box(m)
+    box = tight_box(m, margin=2)
     er = erase_box(suv, box, rng=np.random.default_rng(0))
     real = suv[m > 0].mean()
     row = [case.name, f"real {real:.2f} vol {int((m>0).sum())}"]
