@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tumorgen.losses import coarse_loss, dice_loss, fine_loss, refiner_loss, ssim3d
+from tumorgen.losses import coarse_loss, dice_loss, fine_loss, kl_divergence, refiner_loss, ssim3d
 
 
 def _vol(seed=0, shape=(2, 4, 8, 8, 8)):
@@ -88,3 +88,33 @@ def test_ssim3d_is_monais_map_kept_at_full_size_with_one_range_per_item():
                                     kernel_sigma=(1.5, 1.5, 1.5), data_range=r)[0].mean() for i, r in enumerate((3.0, 7.0))]
     torch.testing.assert_close(ssim3d(a, b, data_range=torch.tensor([3.0, 7.0]), reduction="none"),
                                torch.stack(per_item), rtol=1e-5, atol=1e-6)
+
+
+def test_kl_divergence_expected_values():
+    """KL(N(mu, s^2) || N(0, 1)) = (mu^2 + s^2 - log s^2 - 1) / 2 per element, summed per item, batch mean."""
+    zero = kl_divergence(torch.zeros(2, 3, 2, 2, 2), torch.ones(2, 3, 2, 2, 2))
+    assert zero.item() == pytest.approx(0.0, abs=1e-7)  # the prior itself
+    mu = torch.full((1, 1, 2, 2, 2), 2.0)  # 8 elements, each (4 + 1 - 0 - 1) / 2 = 2
+    assert kl_divergence(mu, torch.ones_like(mu)).item() == pytest.approx(16.0)
+    sigma = torch.full((1, 1, 2, 2, 2), 0.5)  # each (0 + 0.25 - log 0.25 - 1) / 2
+    assert kl_divergence(torch.zeros_like(sigma), sigma).item() == pytest.approx(8 * 0.5 * (0.25 + 1.3862944 - 1))
+    batch = torch.stack([torch.zeros(1, 2, 2, 2), torch.full((1, 2, 2, 2), 2.0)])  # items: 0 and 16
+    assert kl_divergence(batch, torch.ones_like(batch)).item() == pytest.approx(8.0)  # the batch mean
+
+
+def test_fine_loss_weights_by_the_mask_only():
+    """Errors outside the predicted mask cost nothing, inside they do; the mask gets no gradient."""
+    torch.manual_seed(0)
+    z = torch.randn(1, 2, 8, 8, 8)
+    m_hat = torch.zeros(1, 1, 8, 8, 8)
+    m_hat[..., 2:6, 2:6, 2:6] = 1.0
+    wrong_outside = z.clone()
+    wrong_outside[..., :2, :, :] += 3.0  # outside the mask
+    assert fine_loss(wrong_outside, z, m_hat).item() == pytest.approx(0.0, abs=1e-6)
+    wrong_inside = z.clone()
+    wrong_inside[..., 3:5, 3:5, 3:5] += 3.0
+    assert fine_loss(wrong_inside, z, m_hat).item() > 0.01
+    soft = m_hat.clone().requires_grad_(True)
+    z_hat = wrong_inside.clone().requires_grad_(True)
+    fine_loss(z_hat, z, soft).backward()
+    assert soft.grad is None and z_hat.grad[..., :2, :, :].abs().max() == 0.0  # no gradient outside the mask

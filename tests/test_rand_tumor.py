@@ -9,9 +9,9 @@ import torch
 
 from conftest import write_tiny_prep
 from tumorgen.baselines.syntumor import SuvStats, SynTumor
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.synthesis.rand_tumor import (
     RandTumorSynthesisd,
-    box_slices,
     insert_tumor,
     placement_box,
     regeneration_box,
@@ -152,13 +152,19 @@ def test_placement_box_keeps_clearance_and_region():
     label[10:14, 10:14, 10:14] = 1
     region = np.zeros((SIZE,) * 3, bool)
     region[:, :, :12] = True
+    found = 0
     for seed in range(10):
         box = placement_box(label, size=(5, 5, 5), rng=np.random.default_rng(seed), region=region, clearance=2)
         if box is None:
             continue
+        found += 1
+        assert [b - a for a, b in zip(box[:3], box[3:])] == [5, 5, 5]
         grown = tuple(max(v - 2, 0) for v in box[:3]) + tuple(v + 2 for v in box[3:])
         assert not label[box_slices(grown)].any()
         assert region[box_slices(box)].mean() >= 0.5
+    assert found >= 5, "a 5-voxel box fits in most of this volume: placement must find one for most seeds"
+    # no room anywhere: the region is the label itself, so every centre is too close to it
+    assert placement_box(label, size=(5, 5, 5), rng=np.random.default_rng(0), region=label > 0, clearance=2) is None
 
 
 def test_insert_tumor_regenerate_erases_the_real_tumor_first():
@@ -209,3 +215,16 @@ def test_a_trained_tumorgen_run_through_the_public_api(trained_debug_run, tmp_pa
     assert np.array_equal(out["label"][0].numpy()[rest], mask[rest].astype(np.float32))
     again = RandTumorSynthesisd(generator=model, prob=1.0, mode="regenerate", steps=2).set_random_state(0)(data)
     assert torch.equal(again["image"], out["image"]) and torch.equal(again["label"], out["label"])
+
+
+def test_regeneration_box_expected_values():
+    label = np.zeros((24, 24, 24), np.uint8)
+    label[10:14, 10:13, 10:15] = 1  # tight box (10, 10, 10, 14, 13, 15)
+    label[0:2, 0:2, 20:22] = 1  # a smaller second lesion: not the one regenerated
+    # + 2 voxels a face -> (8, 8, 8, 16, 15, 17): extents 8, 7, 9; the 7 grows to MIN_BOX = 8 upwards
+    assert regeneration_box(label) == (8, 8, 8, 16, 16, 17)
+    assert regeneration_box(label, margin=0, min_box=1) == (10, 10, 10, 14, 13, 15)
+    edge = np.zeros((24, 24, 24), np.uint8)
+    edge[0:2, 5:9, 22:24] = 1  # at the volume's faces: shifted inside, not cut
+    assert regeneration_box(edge) == (0, 3, 16, 8, 11, 24)
+    assert regeneration_box(np.zeros((24, 24, 24), np.uint8)) is None

@@ -108,11 +108,15 @@ def parse_list(text: str, what: str) -> list[str]:
     return items
 
 
-def parse_seeds(text: str) -> list[int]:
+def _integer(text: str, message: str) -> int:
     try:
-        seeds = [int(s) for s in parse_list(text, "seeds")]
+        return int(text)
     except ValueError:
-        raise TumorGenError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        raise TumorGenError(message) from None
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = [_integer(s, f"--seeds takes comma-separated integers, got {text!r}") for s in parse_list(text, "seeds")]
     if any(s < 0 for s in seeds):
         raise TumorGenError(f"--seeds must not be negative, got {text!r}")
     return seeds
@@ -124,10 +128,7 @@ def parse_n_values(text: str, n_train: int, notes: list[str]) -> list[int]:
         if item.lower() == "all":
             n = n_train
         else:
-            try:
-                n = int(item)
-            except ValueError:
-                raise TumorGenError(f"--n-real takes integers or 'all', got {item!r}") from None
+            n = _integer(item, f"--n-real takes integers or 'all', got {item!r}")
             if n < 1:
                 raise TumorGenError(f"--n-real values must be >= 1, got {n}")
             if n > n_train:
