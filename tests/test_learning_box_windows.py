@@ -39,6 +39,7 @@ def box_run(tmp_path_factory, one_thread):
     return prep, train_toy_box_run(root, prep)
 
 
+@pytest.mark.slow
 def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(box_run):
     from tumorgen.api import TumorGen
     from tumorgen.data.prepared import load_prepared
@@ -62,6 +63,7 @@ def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(bo
     assert np.mean(dices) > 0.4, dices
 
 
+@pytest.mark.slow
 def test_the_cli_synthesizes_a_box_larger_than_the_models_window_would_hold(box_run, tmp_path):
     """A box-window model takes a box of the whole scan (a fixed-grid model would refuse it)."""
     from tumorgen.cli import main

@@ -82,6 +82,7 @@ def uptake_run(tmp_path_factory, one_thread):
     return prep, train_toy_box_run(root, prep, extra=("flow.uptake_condition=true",))
 
 
+@pytest.mark.slow
 def test_data_json_lists_the_training_tumors_mean_suv(uptake_run):
     from tumorgen.data.prepared import load_prepared
 
@@ -94,6 +95,7 @@ def test_data_json_lists_the_training_tumors_mean_suv(uptake_run):
     assert max(got) > 2 * min(got)  # hot and cold tumors both in the pool
 
 
+@pytest.mark.slow
 def test_a_higher_suv_gives_a_hotter_tumor_and_the_default_draws_by_seed(uptake_run):
     from tumorgen.api import TumorGen
     from tumorgen.data.prepared import load_prepared
@@ -122,6 +124,7 @@ def test_a_higher_suv_gives_a_hotter_tumor_and_the_default_draws_by_seed(uptake_
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again))
 
 
+@pytest.mark.slow
 def test_suv_mean_is_refused_by_a_model_without_the_condition_and_outside_the_range(trained_debug_run, uptake_run,
                                                                                       tmp_path, capsys):
     from tumorgen.api import TumorGen
