@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tumorgen.cli import main
+from tumorgen.data.box_geometry import box_mask
 from tumorgen.data.phantom_layouts import write_phantom_dataset
 
 
@@ -19,9 +20,8 @@ def read(path) -> np.ndarray:
 
 
 def outside(array: np.ndarray, box) -> np.ndarray:
-    keep = np.ones(array.shape, dtype=bool)
-    keep[box[0]:box[3], box[1]:box[4], box[2]:box[5]] = False
-    return array[keep]
+    """The voxels outside a half-open box (the ones synthesis must leave as they were)."""
+    return array[box_mask(array.shape, box) == 0]
 
 
 @pytest.fixture(scope="module")

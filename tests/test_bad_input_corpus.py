@@ -78,21 +78,14 @@ class Scene:
 
 # ---------------------------------------------------------------------------------------------- prepare
 
-@pytest.mark.parametrize("defect", sorted(IMAGE_DEFECTS))
-def test_prepare_refuses_a_broken_scan(defect, tmp_path, capsys):
-    scene = Scene(tmp_path)
-    write_pairs_dataset(scene.inputs)
-    bad, why = break_file(IMAGE_DEFECTS, defect, scene.inputs / "a_bad" / "PET_image.nii.gz")
-    scene.argv = ["prepare", *PAIRS, "--root", str(scene.inputs), "--out", str(scene.out), "--size", "16"]
-    scene.snapshot()
-    scene.check_refused(capsys, "prepare", bad, why)
+PAIR_FILES = {"PET_image": IMAGE_DEFECTS, "PET_mask": MASK_DEFECTS}  # a pairs case's two files and their defects
 
 
-@pytest.mark.parametrize("defect", sorted(MASK_DEFECTS))
-def test_prepare_refuses_a_broken_mask(defect, tmp_path, capsys):
+@pytest.mark.parametrize("stem,defect", [(stem, d) for stem, defects in PAIR_FILES.items() for d in sorted(defects)])
+def test_prepare_refuses_a_broken_scan_or_mask(stem, defect, tmp_path, capsys):
     scene = Scene(tmp_path)
     write_pairs_dataset(scene.inputs)
-    bad, why = break_file(MASK_DEFECTS, defect, scene.inputs / "a_bad" / "PET_mask.nii.gz")
+    bad, why = break_file(PAIR_FILES[stem], defect, scene.inputs / "a_bad" / f"{stem}.nii.gz")
     scene.argv = ["prepare", *PAIRS, "--root", str(scene.inputs), "--out", str(scene.out), "--size", "16"]
     scene.snapshot()
     scene.check_refused(capsys, "prepare", bad, why)
@@ -241,18 +234,13 @@ def break_on_its_grid(defects: dict, defect: str, path: Path) -> tuple[Path, str
     return path, why
 
 
-@pytest.mark.parametrize("defect", sorted(IMAGE_DEFECTS))
-def test_evaluate_refuses_a_broken_generated_image(defect, generated_pair, tmp_path, capsys):
-    scene, generated, samples = evaluate_scene(tmp_path, generated_pair)
-    bad, why = break_on_its_grid(IMAGE_DEFECTS, defect, generated / samples[0]["image"])
-    scene.snapshot()
-    scene.check_refused(capsys, "evaluate", bad, why)
+GENERATED_FILES = {"image": IMAGE_DEFECTS, "mask": MASK_DEFECTS}  # a generated sample's two files
 
 
-@pytest.mark.parametrize("defect", sorted(MASK_DEFECTS))
-def test_evaluate_refuses_a_broken_generated_mask(defect, generated_pair, tmp_path, capsys):
+@pytest.mark.parametrize("kind,defect", [(k, d) for k, defects in GENERATED_FILES.items() for d in sorted(defects)])
+def test_evaluate_refuses_a_broken_generated_image_or_mask(kind, defect, generated_pair, tmp_path, capsys):
     scene, generated, samples = evaluate_scene(tmp_path, generated_pair)
-    bad, why = break_on_its_grid(MASK_DEFECTS, defect, generated / samples[0]["mask"])
+    bad, why = break_on_its_grid(GENERATED_FILES[kind], defect, generated / samples[0][kind])
     scene.snapshot()
     scene.check_refused(capsys, "evaluate", bad, why)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tumorgen.cli import main
+from tumorgen.data.box_geometry import box_mask
 from tumorgen.data.phantom import case_rng, make_phantom
 from tumorgen.data.phantom_layouts import write_phantom_dataset
 from tumorgen.io.nifti import save_volume
@@ -18,9 +19,8 @@ BOX = [16, 16, 12, 22, 22, 18]
 
 
 def outside(array: np.ndarray, box) -> np.ndarray:
-    keep = np.ones(array.shape, dtype=bool)
-    keep[box[0]:box[3], box[1]:box[4], box[2]:box[5]] = False
-    return array[keep]
+    """The voxels outside a half-open box (the ones synthesis must leave as they were)."""
+    return array[box_mask(array.shape, box) == 0]
 
 
 @pytest.fixture(scope="module")

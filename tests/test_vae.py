@@ -6,16 +6,8 @@ import pytest
 import torch
 
 from tumorgen.errors import TumorGenError
-from tumorgen.models.vae import (
-    build_vae,
-    compute_scale_factor,
-    decode,
-    decode_with_features,
-    decoder_feature_channels,
-    encode_mean,
-    encode_sample,
-    latent_factor,
-)
+from tumorgen.models.vae import build_vae, compute_scale_factor, decode, decode_with_features, decoder_feature_channels
+from tumorgen.models.vae import encode_mean, encode_sample, latent_factor
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ and `use_checkpoint` (training-only memory saving).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -111,66 +112,52 @@ class _BlockStack(nn.Module):
         return x
 
 
+@dataclass(frozen=True)
+class _StackShape:
+    """What the encoder and decoder share: the levels, their blocks and the GroupNorm settings."""
+
+    spatial_dims: int
+    channels: Sequence[int]
+    num_res_blocks: Sequence[int]
+    attention_levels: Sequence[bool]
+    norm: dict
+
+
 class Encoder(_BlockStack):
     """MONAI's AutoencoderKL `Encoder`: a flat `blocks` list, image -> pre-quantisation latent."""
 
-    def __init__(
-        self,
-        *,
-        spatial_dims: int,
-        in_channels: int,
-        channels: Sequence[int],
-        out_channels: int,
-        num_res_blocks: Sequence[int],
-        norm_num_groups: int,
-        norm_eps: float,
-        attention_levels: Sequence[bool],
-        with_nonlocal_attn: bool,
-    ) -> None:
+    def __init__(self, shape: _StackShape, *, in_channels: int, out_channels: int, with_nonlocal_attn: bool) -> None:
         super().__init__()
-        norm = dict(norm_num_groups=norm_num_groups, norm_eps=norm_eps)
+        dims, channels = shape.spatial_dims, shape.channels
         blocks: list[nn.Module] = [
-            Convolution(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=channels[0], kernel_size=3,
-                        padding=1)
+            Convolution(spatial_dims=dims, in_channels=in_channels, out_channels=channels[0], kernel_size=3, padding=1)
         ]
-        blocks += _levels(spatial_dims, channels, num_res_blocks, attention_levels, norm,
-                          resample=lambda ch: AEKLDownsample(spatial_dims=spatial_dims, in_channels=ch))[0]
+        blocks += _levels(dims, channels, shape.num_res_blocks, shape.attention_levels, shape.norm,
+                          resample=lambda ch: AEKLDownsample(spatial_dims=dims, in_channels=ch))[0]
         if with_nonlocal_attn:
-            blocks += _nonlocal_attention(spatial_dims, channels[-1], norm)
-        blocks += _output_head(spatial_dims, channels[-1], out_channels, norm)
+            blocks += _nonlocal_attention(dims, channels[-1], shape.norm)
+        blocks += _output_head(dims, channels[-1], out_channels, shape.norm)
         self.blocks = nn.ModuleList(blocks)
 
 
 class Decoder(_BlockStack):
     """MONAI's AutoencoderKL `Decoder`: a flat `blocks` list, latent -> image (walked by `decode_with_features`)."""
 
-    def __init__(
-        self,
-        *,
-        spatial_dims: int,
-        channels: Sequence[int],
-        in_channels: int,
-        out_channels: int,
-        num_res_blocks: Sequence[int],
-        norm_num_groups: int,
-        norm_eps: float,
-        attention_levels: Sequence[bool],
-        with_nonlocal_attn: bool,
-    ) -> None:
+    def __init__(self, shape: _StackShape, *, in_channels: int, out_channels: int, with_nonlocal_attn: bool) -> None:
         super().__init__()
-        norm = dict(norm_num_groups=norm_num_groups, norm_eps=norm_eps)
-        reversed_channels = list(reversed(channels))
+        dims, norm = shape.spatial_dims, shape.norm
+        reversed_channels = list(reversed(shape.channels))
         top = reversed_channels[0]
         blocks: list[nn.Module] = [
-            Convolution(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=top, kernel_size=3, padding=1)
+            Convolution(spatial_dims=dims, in_channels=in_channels, out_channels=top, kernel_size=3, padding=1)
         ]
         if with_nonlocal_attn:
-            blocks += _nonlocal_attention(spatial_dims, top, norm)
-        levels, last = _levels(spatial_dims, reversed_channels, list(reversed(num_res_blocks)),
-                               list(reversed(attention_levels)), norm,
-                               resample=lambda ch: Upsample(spatial_dims=spatial_dims, channels=ch))
+            blocks += _nonlocal_attention(dims, top, norm)
+        levels, last = _levels(dims, reversed_channels, list(reversed(shape.num_res_blocks)),
+                               list(reversed(shape.attention_levels)), norm,
+                               resample=lambda ch: Upsample(spatial_dims=dims, channels=ch))
         blocks += levels
-        blocks += _output_head(spatial_dims, last, out_channels, norm)
+        blocks += _output_head(dims, last, out_channels, norm)
         self.blocks = nn.ModuleList(blocks)
 
 
@@ -217,12 +204,12 @@ class LiteAutoencoderKL(nn.Module):
         if len(num_res_blocks) != len(channels):
             raise ValueError(f"num_res_blocks {tuple(num_res_blocks)} must have one entry per level of "
                              f"{tuple(channels)}")
-        shared = dict(spatial_dims=spatial_dims, channels=channels, num_res_blocks=num_res_blocks,
-                      norm_num_groups=norm_num_groups, norm_eps=norm_eps, attention_levels=attention_levels)
-        self.encoder = Encoder(in_channels=in_channels, out_channels=latent_channels,
-                               with_nonlocal_attn=with_encoder_nonlocal_attn, **shared)
-        self.decoder = Decoder(in_channels=latent_channels, out_channels=out_channels,
-                               with_nonlocal_attn=with_decoder_nonlocal_attn, **shared)
+        shape = _StackShape(spatial_dims, tuple(channels), tuple(num_res_blocks), tuple(attention_levels),
+                            dict(norm_num_groups=norm_num_groups, norm_eps=norm_eps))
+        self.encoder = Encoder(shape, in_channels=in_channels, out_channels=latent_channels,
+                               with_nonlocal_attn=with_encoder_nonlocal_attn)
+        self.decoder = Decoder(shape, in_channels=latent_channels, out_channels=out_channels,
+                               with_nonlocal_attn=with_decoder_nonlocal_attn)
         conv1 = dict(spatial_dims=spatial_dims, in_channels=latent_channels, out_channels=latent_channels,
                      kernel_size=1, padding=0)
         self.quant_conv_mu = Convolution(**conv1)
