@@ -30,14 +30,14 @@ import torch
 
 from tumorgen.bbox import box_indicator, downsample_mask
 from tumorgen.data.box_windows import box_window_spec, random_windows
+from tumorgen.data.erase import erase_box
+from tumorgen.data.intensity import model_to_suv, tumor_uptake
 from tumorgen.data.prepared import load_prepared
 from tumorgen.evaluation.segmentation_metrics import dice as segmentation_dice
 from tumorgen.flow import interpolate, joint_target, one_step_estimate, split_joint
-from tumorgen.data.intensity import model_to_suv, tumor_uptake
-from tumorgen.models.vae import decode_with_features, encode_mean
 from tumorgen.models.tumorgen import flow_condition
+from tumorgen.models.vae import decode_with_features, encode_mean
 from tumorgen.synthesis.generate import sample_latents
-from tumorgen.synthesis.erase import erase_box
 from tumorgen.training.run_folder import load_run
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tumorgen.data.box_windows import BoxWindowSpec, cut_box_window, flip_window, random_windows, training_box
+from tumorgen.data.window import box_window_spacing, cut_window
 from tumorgen.io.nifti import Volume
 from tumorgen.synthesis.pipeline import ModelInfo, synthesize_into_scan
-from tumorgen.synthesis.window import box_window_spacing, cut_window
 
 INFO = ModelInfo(size=(32, 32, 32), spacing=(4.0, 4.0, 4.0), suv_max=50.0, window="box", box_fill=24,
                  intensity="log", latent_factor=2)

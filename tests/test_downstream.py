@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_prep
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError
 from tumorgen.evaluation.downstream import DownstreamOptions, run_study
 from tumorgen.evaluation.downstream_plan import real_order, synthetic_count, synthetic_plan
 from tumorgen.evaluation.downstream_report import summary_rows
 from tumorgen.io.nifti import load_volume
-from tumorgen.data.box_geometry import box_slices
 
 TINY_SEG = {"seg_steps": 2, "seg_channels": "4,8,16", "seg_roi": 16, "progress": False}
 COMMAND = "python benchmarks/downstream.py (test)"

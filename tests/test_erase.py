@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tumorgen.synthesis.erase import _harmonic_fill, erase_box
+from tumorgen.data.erase import _harmonic_fill, erase_box
 
 
 def _scan_with_tumor(seed: int = 0, shape=(40, 40, 40)):

@@ -11,9 +11,9 @@ import pytest
 from conftest import write_tiny_prep
 from tumorgen.cli import main
 from tumorgen.evaluation.evaluate import PixelFeatures, evaluate_set
-from tumorgen.evaluation.tumor_measures import seam_step
 from tumorgen.evaluation.generate import healthy_box, tumor_box
 from tumorgen.evaluation.generated_set import load_generated_set, save_sample, write_index
+from tumorgen.evaluation.tumor_measures import seam_step
 
 
 @pytest.fixture(scope="module")

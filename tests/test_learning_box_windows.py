@@ -43,7 +43,7 @@ def box_run(tmp_path_factory, one_thread):
 def test_box_window_models_place_the_mask_in_a_training_tumor_through_the_api(box_run):
     from tumorgen.api import TumorGen
     from tumorgen.data.prepared import load_prepared
-    from tumorgen.synthesis.erase import erase_box
+    from tumorgen.data.erase import erase_box
 
     prep, run = box_run
     dataset = load_prepared(prep)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tumorgen.models import MaskRefiner, build_vae, build_velocity_unet, decoder_feature_channels
-from tumorgen.models.vae import compute_scale_factor, encode_mean
 from tumorgen.models.tumorgen import TumorGenModels
+from tumorgen.models.vae import compute_scale_factor, encode_mean
 from tumorgen.synthesis.generate import sample_latents, sample_tumor
 from tumorgen.training.objective import ABLATIONS, training_losses
 
@@ -41,6 +41,13 @@ def _tiny_models(seed: int = 0, unet_channels=(8, 16), widths=(8, 8, 4)) -> Tumo
                                norm_num_groups=8, num_head_channels=8)
     refiner = MaskRefiner(feature_channels=decoder_feature_channels(vae), widths=widths)
     return TumorGenModels(vae=vae, unet=unet, refiner=refiner)
+
+
+def _tiny_setup(*, radius: float, alpha: float, time_sampling: str):
+    """Tiny models, one 16^3 case with a tumor of `radius`, and the loss's keyword arguments."""
+    image, mask = _case(16, (6, 8, 9), radius)
+    return (_tiny_models(), {"image": image, "mask": mask},
+            dict(scale_factor=1.0, alpha=alpha, time_sampling=time_sampling))
 
 
 def test_velocity_unet_shapes_float_time_and_overrides():
@@ -82,10 +89,7 @@ def test_every_ablation_combination_gives_finite_losses_with_the_right_terms():
 
 
 def test_gradients_reach_unet_and_refiner_not_vae_and_seeds_repeat():
-    models = _tiny_models()
-    image, mask = _case(16, (6, 8, 9), 3)
-    batch = {"image": image, "mask": mask}
-    kwargs = dict(scale_factor=1.0, alpha=0.2, time_sampling="logit-normal")
+    models, batch, kwargs = _tiny_setup(radius=3, alpha=0.2, time_sampling="logit-normal")
     out = training_losses(models, batch, generator=torch.Generator().manual_seed(4), **kwargs)
     out["loss"].backward()
     assert all(p.grad is None for p in models.vae.parameters())
@@ -152,10 +156,7 @@ def test_overfitting_one_case_lowers_the_loss_and_samples_the_tumor_in_place():
 
 
 def test_refiner_crop_with_a_covering_margin_equals_the_full_volume_and_crops_otherwise():
-    models = _tiny_models()
-    image, mask = _case(16, (6, 8, 9), 2)
-    batch = {"image": image, "mask": mask}
-    kwargs = dict(scale_factor=1.0, alpha=0.0, time_sampling="uniform")
+    models, batch, kwargs = _tiny_setup(radius=2, alpha=0.0, time_sampling="uniform")
     full = training_losses(models, batch, generator=torch.Generator().manual_seed(2), **kwargs)
     covering = training_losses(models, batch, refiner_margin=4, generator=torch.Generator().manual_seed(2),
                                **kwargs)
@@ -182,7 +183,7 @@ def test_precomputed_latents_give_the_same_losses_as_encoding():
 
 
 def test_refiner_crops_follow_each_sample_and_hold_its_box():
-    from tumorgen.synthesis.refine import _refiner_crops
+    from tumorgen.models.refine import _refiner_crops
 
     box = torch.zeros(2, 1, 8, 8, 8)
     box[0, :, 0:2, 0:3, 1:3] = 1  # near one corner
@@ -200,7 +201,7 @@ def test_training_sample_tumor_and_the_synthesis_api_refine_through_one_function
     """The refiner runs on the same crop with the same margin in training, in `sample_tumor` and in
     `model_generator` (the API's path): a run trained on crops and refined on the whole window at
     synthesis (the mismatch this catches) fed its GroupNorm other statistics."""
-    import tumorgen.synthesis.refine as refine
+    import tumorgen.models.refine as refine
     from tumorgen.synthesis.generate import model_generator
     from tumorgen.training.run_folder import LoadedRun
     from tumorgen.config import apply_overrides, load_config

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import write_tiny_prep
 from tumorgen.cli import main as cli
+from tumorgen.data.box_geometry import box_slices, tight_box
 from tumorgen.data.prepared import load_prepared
 from tumorgen.evaluation.inception import default_inception_path
-from tumorgen.data.box_geometry import box_slices, tight_box
 from tumorgen.evaluation.paired import BOX_MARGIN, FLOOR_NAME
 from tumorgen.evaluation.paired_measures import case_measures, summarize
 from tumorgen.io.nifti import load_volume

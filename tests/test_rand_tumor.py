@@ -10,7 +10,7 @@ import torch
 from conftest import write_tiny_prep
 from tumorgen.baselines.syntumor import SuvStats, SynTumor
 from tumorgen.data.box_geometry import box_slices
-from tumorgen.synthesis.rand_tumor import (
+from tumorgen.augmentation.rand_tumor import (
     RandTumorSynthesisd,
     insert_tumor,
     placement_box,

@@ -147,7 +147,7 @@ def test_a_run_trained_on_refiner_crops_refines_the_same_crop_at_synthesis(train
     import dataclasses
 
     from tumorgen.bbox import box_indicator
-    from tumorgen.synthesis.refine import refiner_crop_slices, scale_slices
+    from tumorgen.models.refine import refiner_crop_slices, scale_slices
     from tumorgen.synthesis.generate import model_generator
     from tumorgen.training.run_folder import load_run
 

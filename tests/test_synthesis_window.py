@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tumorgen.synthesis.blend import feather_weight
-from tumorgen.synthesis.window import (
+from tumorgen.data.window import (
     box_in_window,
     cut_window,
     place_window,

@@ -99,7 +99,7 @@ def test_data_json_lists_the_training_tumors_mean_suv(uptake_run):
 def test_a_higher_suv_gives_a_hotter_tumor_and_the_default_draws_by_seed(uptake_run):
     from tumorgen.api import TumorGen
     from tumorgen.data.prepared import load_prepared
-    from tumorgen.synthesis.erase import erase_box
+    from tumorgen.data.erase import erase_box
 
     prep, run = uptake_run
     dataset = load_prepared(prep)

@@ -15,7 +15,7 @@ def __getattr__(name: str):
 
         return TumorGen
     if name == "RandTumorSynthesisd":
-        from tumorgen.synthesis.rand_tumor import RandTumorSynthesisd
+        from tumorgen.augmentation.rand_tumor import RandTumorSynthesisd
 
         return RandTumorSynthesisd
     if name in ("TumorGenerator", "build_generator"):

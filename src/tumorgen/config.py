@@ -81,7 +81,7 @@ class FlowConfig:
     time_sampling: str = "logit-normal"  # Esser et al. 2024; "uniform" as the alternative
     refiner_widths: tuple[int, ...] = (32, 16, 8)  # VMR widths at latent, x2, x4 resolution (one per
     # decoder scale: log2(f) + 1 entries)
-    erase_context: bool = False  # condition on the window with its box erased (synthesis/erase.py), in
+    erase_context: bool = False  # condition on the window with its box erased (data/erase.py), in
     # training and at synthesis: encoded latents next to the box "see" into it, so a model trained on
     # windows that still hold the tumor learns to copy that rim and makes small, cold tumors in a
     # healthy scan (measured on IBSI validation: volume 0.50x, mean SUV 0.57x of real)

@@ -18,7 +18,7 @@ kind, sample steps, sampler, whether it takes an uptake, where it was loaded fro
 - `blob`, `empty`: the anchors of `baselines.anchors`, the blob as hot as the reference tumors' median.
 
 What a generator returns outside its box (SynTumor's blurred rim, for instance) is the caller's to keep
-or drop: the paired protocol and `synthesis.rand_tumor.insert_tumor` keep the scan there.
+or drop: the paired protocol and `augmentation.rand_tumor.insert_tumor` keep the scan there.
 """
 
 from __future__ import annotations

@@ -30,10 +30,10 @@ from tumorgen.baselines.mask_bank import MaskBank
 from tumorgen.baselines.stage import MASK_BANK_NAME, METHODS, build_baseline_unet, schedule_from_config
 from tumorgen.config import Config, from_dict
 from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.io.files import sha256_file
 from tumorgen.models import vae as vae_lib
 from tumorgen.training.checkpoint import load_checkpoint
 from tumorgen.training.run_folder import load_vae
-from tumorgen.io.files import sha256_file
 
 SAMPLERS = ("ddim", "ddpm")
 Generate = Callable[[torch.Tensor, torch.Tensor, Sequence[int]], tuple[torch.Tensor, torch.Tensor]]

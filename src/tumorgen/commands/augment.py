@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tumorgen.generators import build_generator
-    from tumorgen.synthesis.augment import augment_dataset
+    from tumorgen.augmentation.augment import augment_dataset
     from tumorgen.data.layouts import find_cases
     from tumorgen.errors import TumorGenError
     from tumorgen.export.nnunet import dataset_folder_name

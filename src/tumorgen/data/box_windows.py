@@ -4,7 +4,7 @@ Why: a model that works on a fixed grid at a fixed spacing (the PREP cache) sees
 few voxels and cannot hold a 30 cm one, and a VAE trained on patches but run on whole volumes sees
 other GroupNorm statistics than it learnt (measured: tumors came back 1.5-2.4x too hot). Here both
 training stages and synthesis cut the same kind of window: centred on a box, spacing chosen per axis
-so that the box spans `fill` of the window's `size` voxels (`synthesis.window`'s
+so that the box spans `fill` of the window's `size` voxels (`data.window`'s
 `box_window_spacing`), intensities on the model's scale (`tumorgen.data.intensity`). The paper crops to the
 tumor region too; this makes the crop's scale explicit.
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from tumorgen.data.box_geometry import tight_box
 from tumorgen.data.intensity import suv_to_model
-from tumorgen.synthesis.window import box_in_window, box_window_spacing, place_window, scan_to_window_values
+from tumorgen.data.window import box_in_window, box_window_spacing, place_window, scan_to_window_values
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def cut_box_window(suv: np.ndarray, mask: np.ndarray | None, affine: np.ndarray,
                    ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
     """The window around `box`: image on the model's scale, mask (float {0, 1}), box in the window.
 
-    The same placement as synthesis (`synthesis.window.cut_window` with the box's spacing), so the
+    The same placement as synthesis (`data.window.cut_window` with the box's spacing), so the
     model trains on the windows it will be given.
     """
     spacing = box_window_spacing(box, affine, fill=spec.fill, axcodes="RAS")

@@ -19,8 +19,16 @@ from typing import Callable
 
 import numpy as np
 
+from tumorgen.api import TumorGen
+from tumorgen.data.examples import example_cases, tumor_box
+from tumorgen.data.phantom_layouts import write_phantom_dataset
+from tumorgen.demo.montage import write_labelled_rows
 from tumorgen.demo.quality import tumor_check, tumor_summary
-from tumorgen.synthesis.pipeline import derived_seed
+from tumorgen.demo.report_bundled import render_bundled_report
+from tumorgen.errors import TumorGenError
+from tumorgen.io.atomic import write_text
+from tumorgen.io.nifti import load_volume
+from tumorgen.synthesis.pipeline import derived_seed, write_outputs
 
 PHANTOM_SEED_OFFSET = 101  # the demo's healthy phantoms are not the --train demo's (seed 0) phantoms
 
@@ -69,9 +77,6 @@ def run_bundled_demo(*, out: str | Path = "demo_out", model: str | None = None, 
     """
     from tqdm import tqdm
 
-    from tumorgen.api import TumorGen
-    from tumorgen.data.examples import example_cases
-    from tumorgen.errors import TumorGenError
 
     say = say or (lambda text: print(text, flush=True))
     out = Path(out)
@@ -102,14 +107,10 @@ def run_bundled_demo(*, out: str | Path = "demo_out", model: str | None = None, 
     result.seconds["synthesize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    from tumorgen.demo.montage import write_montage
-    from tumorgen.demo.report_bundled import render_bundled_report
-    from tumorgen.io.atomic import write_text
-
-    write_montage(out / "montage_examples.png", rows_examples,
-                  title="Real sarcomas, then tumors grown in their erased box\nred = mask, dashed = box")
-    write_montage(out / "montage_phantoms.png", rows_phantoms,
-                  title="Tumors grown in the lungs of healthy phantoms\nred = mask, dashed = box")
+    write_labelled_rows(out / "montage_examples.png", rows_examples,
+                        title="Real sarcomas, then tumors grown in their erased box\nred = mask, dashed = box")
+    write_labelled_rows(out / "montage_phantoms.png", rows_phantoms,
+                        title="Tumors grown in the lungs of healthy phantoms\nred = mask, dashed = box")
     result.seconds["montages and report"] = time.perf_counter() - t0
     result.seconds["total"] = time.perf_counter() - started
     write_text(out / "report.md", render_bundled_report(result))
@@ -119,8 +120,6 @@ def run_bundled_demo(*, out: str | Path = "demo_out", model: str | None = None, 
 
 def _phantom_scans(out: Path, *, count: int, seed: int, say) -> list[tuple[str, Path, Path]]:
     """(name, SUV path, CT path) of `count` healthy AutoPET-layout phantoms, written once under out/phantoms."""
-    from tumorgen.data.phantom_layouts import write_phantom_dataset
-    from tumorgen.errors import TumorGenError
 
     root = out / "phantoms"
     if count == 0:
@@ -138,9 +137,6 @@ def _phantom_scans(out: Path, *, count: int, seed: int, say) -> list[tuple[str, 
 
 
 def _synthesize_example(tg, case, out: Path, result: BundledDemoResult, num: int, seed: int, on_samples) -> list[dict]:
-    from tumorgen.data.examples import tumor_box
-    from tumorgen.io.nifti import load_volume
-    from tumorgen.synthesis.pipeline import write_outputs
 
     scan = load_volume(case.image)
     mask = load_volume(case.mask, kind="mask").array > 0
@@ -159,8 +155,6 @@ def _synthesize_example(tg, case, out: Path, result: BundledDemoResult, num: int
 
 def _synthesize_phantom(tg, name: str, pet: Path, ct: Path, out: Path, result: BundledDemoResult, num: int,
                         seed: int, on_samples) -> list[dict]:
-    from tumorgen.io.nifti import load_volume
-    from tumorgen.synthesis.pipeline import write_outputs
 
     scan = load_volume(pet)
     sample_seed = derived_seed(seed, name)

@@ -24,7 +24,7 @@ The design, and why:
   `regenerate` (the real tumor's box, tight + 2 voxels, is erased and a new tumor generated in it: new
   mask and texture in real context; the label is the new mask in the box, the real label outside it)
   or `place` (a box of the tumor's size in the body, clear of the real tumor by 2 voxels; the label is
-  the union; where the scan has no room it regenerates instead). See `synthesis.rand_tumor`.
+  the union; where the scan has no room it regenerates instead). See `augmentation.rand_tumor`.
   The box, the mode and the seed of sample (case, k) depend only on the real case and the seed, so
   every arm puts its tumor into the same box of the same scan with the same seed: only the generator
   differs.

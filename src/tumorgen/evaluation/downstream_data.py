@@ -16,12 +16,12 @@ from typing import Callable
 
 import numpy as np
 
+from tumorgen.augmentation.rand_tumor import InsertedTumor, TumorMaker, insert_tumor
 from tumorgen.data.prepared import PreparedDataset
 from tumorgen.errors import TumorGenError
 from tumorgen.evaluation.downstream_plan import plan_placement
 from tumorgen.io.atomic import write_json
 from tumorgen.io.nifti import save_volume
-from tumorgen.synthesis.rand_tumor import InsertedTumor, TumorMaker, insert_tumor
 
 
 class Loaded:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorgen.augmentation.rand_tumor import placement_box, regeneration_box
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.files import read_json_index
 from tumorgen.synthesis.boxes import body_mask
 from tumorgen.synthesis.pipeline import derived_seed
-from tumorgen.synthesis.rand_tumor import placement_box, regeneration_box
 
 ARMS = ("real", "tumorgen", "tumorgen-own", "syntumor", "difftumor", "bld")
 MODEL_ARMS = ("tumorgen", "tumorgen-own", "difftumor", "bld")  # need a run folder

@@ -27,15 +27,16 @@ from typing import Callable
 
 import numpy as np
 
+from tumorgen.data.box_geometry import box_mask
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.evaluation.fid import plane_features, real_floor_from_features, scores_from_features
 from tumorgen.evaluation.generated_set import INDEX_NAME, load_generated_set
 from tumorgen.evaluation.slices import PLANES
 from tumorgen.evaluation.tables import TABLE1_COLUMNS, table1_rows, write_table
-from tumorgen.data.box_geometry import box_mask
 from tumorgen.evaluation.tumor_measures import connected_components, noise_inside_vs_outside, seam_step
 from tumorgen.io.atomic import atomic_path, staged_dir, write_json
+from tumorgen.synthesis.montage import Panel, write_montage
 
 FLOOR_REPEATS = 5  # random real-vs-real splits averaged for the floor
 MONTAGE_SAMPLES = 4
@@ -249,40 +250,16 @@ def evaluate_set(*, real: str | Path, generated: str | Path, out: str | Path, se
     with staged_dir(out, overwrite=overwrite) as stage:
         write_json(stage / "metrics.json", metrics)
         write_table(TABLE1_COLUMNS, rows, stage / "table1")
-        write_montage(stage / "montage.png", gen.samples[:MONTAGE_SAMPLES], gen_images, gen_masks,
-                      title=metrics["label"])
+        write_set_montage(stage / "montage.png", gen.samples[:MONTAGE_SAMPLES], gen_images, gen_masks,
+                          title=metrics["label"])
     return metrics
 
 
-def write_montage(path: Path, samples, images, masks, *, title: str) -> Path:
-    """Rows of samples, columns axial / sagittal / coronal through the mask (or box) centre, mask contours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tumorgen.evaluation.slices import PLANE_AXIS, tumor_slice_indices
-
-    fig, axes = plt.subplots(len(samples), 3, figsize=(7.5, 2.5 * len(samples)), squeeze=False)
-    for row, (sample, image, mask) in enumerate(zip(samples, images, masks)):
-        centre_mask = mask if mask.any() else box_mask(mask.shape, sample.box)
-        index = tumor_slice_indices(centre_mask)
-        for col, plane in enumerate(PLANES):
-            axis, i = PLANE_AXIS[plane], index[plane][0]
-            ax = axes[row, col]
-            ax.imshow(np.take(image, i, axis=axis).T, cmap="gray_r", vmin=0, vmax=1, origin="lower")
-            cut = np.take(mask, i, axis=axis).T
-            if cut.any() and not cut.all():
-                ax.contour(cut, levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{sample.case}_{sample.k} {plane}", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+def write_set_montage(path: Path, samples, images, masks, *, title: str) -> Path:
+    """Rows of samples in model range (0-1), three planes through the mask (or box) centre, contours."""
+    panels = [[Panel(image=image, mask=mask, box=sample.box)] for sample, image, mask in zip(samples, images, masks)]
+    return write_montage(path, panels, row_labels=[f"{s.case}_{s.k}" for s in samples], scale=1.0, title=title,
+                         panel_inches=2.5, colorbar="model range")
 
 
 def summary_lines(metrics: dict) -> list[str]:

@@ -26,8 +26,8 @@ from tumorgen.config import FlowConfig
 from tumorgen.data.box_geometry import box_slices
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import TumorGenError, fail_on
-from tumorgen.generators import build_generator
 from tumorgen.evaluation.generated_set import save_sample, write_index
+from tumorgen.generators import build_generator
 from tumorgen.io.atomic import staged_dir
 from tumorgen.synthesis.pipeline import sample_seeds
 

@@ -6,7 +6,7 @@ the same scan, so the real scan is the answer key:
 
 - per evaluated case (a PREP case with a tumor), the box is the tight box of its real mask plus
   `BOX_MARGIN` voxels on each side, clipped to the volume (half-open, PREP grid voxels);
-- the box is erased (`synthesis.erase.erase_box`: a smooth background from the `ERASE_SHELL`-voxel
+- the box is erased (`data.erase.erase_box`: a smooth background from the `ERASE_SHELL`-voxel
   shell around it, with the scan's grain), the same erased scan for every method, so no method can
   reuse the real tumor left in its box; each method (a `generators.TumorGenerator`) then regenerates
   the box from the erased scan;
@@ -50,39 +50,46 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tumorgen.data.box_geometry import box_mask, box_slices, tight_box
+from tumorgen.data.erase import erase_box
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
 from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, scores_from_features
 from tumorgen.evaluation.paired_measures import MEAN_TOLERANCE, VOLUME_TOLERANCE, case_measures, summarize
-from tumorgen.evaluation.paired_montage import write_paired_montage
 from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
-from tumorgen.data.box_geometry import box_mask, box_slices, tight_box
 from tumorgen.evaluation.tumor_measures import connected_components, seam_step
 from tumorgen.generators import KINDS, MODEL_KINDS, TumorGenerator, build_generator, reference_uptake
 from tumorgen.io.atomic import staged_dir, write_json
-from tumorgen.synthesis.erase import erase_box
+from tumorgen.synthesis.montage import Panel, write_montage
 from tumorgen.synthesis.pipeline import sample_seeds
 
 BOX_MARGIN = 2  # voxels added to each side of the real tumor's tight box
 ERASE_SHELL = 3  # voxels around the box the erased background is taken from
 SLICES_PER_PLANE = 9  # tumor-centred slices per plane and volume for FID/KID
 FLOOR_REPEATS = 5  # random draws of train cases averaged for the real-vs-real floor
-MONTAGE_CASES = 10  # columns of the montage
+MONTAGE_CASES = 10  # column groups of the montage
+MONTAGE_CROP = 0.5  # the montage crop: the box plus this fraction of its extent a side
 FEATURES = ("inception", "pixels", "none")
 FLOOR_NAME = "real vs real (test vs train)"
 
-COLUMNS = (
-    Column("method", "method", "{}"),
-    *FID_WITH_SPREAD,
+UPTAKE_COLUMNS = (  # the generated tumor's SUV against the real one's in the same box
     Column("mean SUV ratio", "mean_ratio_median", "{:.2f}"),
     Column("mean ±20%", "mean_within", "{:.0%}"),
     Column("median mean SUV gen/real", "mean_suv_of_medians", "{:.2f}"),
     Column("max SUV ratio", "max_ratio_median", "{:.2f}"),
+)
+SHAPE_COLUMNS = (  # its mask against the real mask
     Column("volume ratio", "volume_ratio_median", "{:.2f}"),
     Column("volume ±30%", "volume_within", "{:.0%}"),
     Column("one component", "one_component", "{:.0%}"),
     Column("non-empty", "nonempty", "{:.0%}"),
+)
+COLUMNS = (
+    Column("method", "method", "{}"),
+    *FID_WITH_SPREAD,
+    *UPTAKE_COLUMNS,
+    *SHAPE_COLUMNS,
     Column("seam step (SUV)", "seam_step", "{:.3f}"),
     Column("s/sample", "seconds_per_sample", "{:.3f}"),
     Column("n", "n_cases", "{}"),
@@ -393,6 +400,18 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
                          {name: outs[:MONTAGE_CASES] for name, outs in outputs.items()})
     write_json(stage / "metrics.json", metrics)  # last: its presence means the folder is complete
     return metrics
+
+
+def write_paired_montage(path: Path, cases: list, rows: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> Path:
+    """Rows: real, then each method; column groups: cases, each cropped around its box (grown by half its
+    extent a side), gray up to the real crop's SUV p99; real masks red, generated ones green."""
+    grid = [[Panel(image=case.suv, mask=case.mask, box=case.box) for case in cases]]
+    grid += [[Panel(image=suv, mask=mask, box=case.box, contour="lime") for case, (suv, mask) in zip(cases, outs)]
+             for outs in rows.values()]
+    return write_montage(path, grid, row_labels=["real", *rows], group_titles=[case.name for case in cases],
+                         scale="column", crop=MONTAGE_CROP, panel_inches=1.35, colorbar=None,
+                         title="paired protocol: real (red mask) and each method (green mask) in the erased box "
+                               "(dashed); inverted gray, 0 to SUV p99 of the real crop")
 
 
 def _fid(cases, train_cases, train_suv, train_masks, outputs, *, key, features, cache, n, suv_max, seed):

@@ -1,7 +1,7 @@
 """TumorGen's three networks as one object (`TumorGenModels`) and the U-Net's condition channels.
 
 Modules and the shapes they exchange only: the losses are in `training.objective`, the sampler and
-the refiner's crop in `synthesis.generate` / `synthesis.refine`.
+the refiner's crop in `synthesis.generate` / `models.refine`.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from tumorgen.data.window import to_scan_axes, window_axes
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
-from tumorgen.synthesis.window import to_scan_axes, window_axes
 
 Box = tuple[int, int, int, int, int, int]
 

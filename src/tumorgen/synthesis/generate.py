@@ -35,11 +35,11 @@ import torch
 
 from tumorgen.bbox import box_indicator, latent_box_from_image_box
 from tumorgen.flow import split_joint
+from tumorgen.models.refine import refine_mask
 from tumorgen.models.tumorgen import TumorGenModels, flow_condition
 from tumorgen.models.vae import decode as decode_vae
 from tumorgen.models.vae import encode_mean
 from tumorgen.sampling import euler_sample
-from tumorgen.synthesis.refine import refine_mask
 from tumorgen.training.run_folder import LoadedRun
 
 DECODE_MODES = ("full", "region")
@@ -65,10 +65,10 @@ def _autocast(device: torch.device):
 
 
 def erase_in_windows(windows: torch.Tensor, boxes: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-    """Each window with its box erased (`synthesis.erase`), the grain drawn from the sample's seed."""
+    """Each window with its box erased (`data.erase`), the grain drawn from the sample's seed."""
     import numpy as np
 
-    from tumorgen.synthesis.erase import erase_box
+    from tumorgen.data.erase import erase_box
 
     out = [torch.from_numpy(erase_box(w[0].float().cpu().numpy(), [int(v) for v in b],
                                       rng=np.random.default_rng([int(s), 3])))

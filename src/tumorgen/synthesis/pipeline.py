@@ -36,9 +36,9 @@ from tumorgen.synthesis.manifest import (
     sample_entry,
     tumor_stats,
 )
-from tumorgen.synthesis.preview import write_preview
 from tumorgen.data.intensity import model_to_suv
-from tumorgen.synthesis.window import box_window_spacing, cut_window, window_to_scan_values
+from tumorgen.data.window import box_window_spacing, cut_window, window_to_scan_values
+from tumorgen.synthesis.preview import write_preview
 
 # A PET scan in SUV has no large negative values and rarely exceeds ~100; a CT (HU, down to -1000)
 # or an activity image (Bq/mL, 1e3-1e5) passed by mistake is refused rather than synthesized into.

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tumorgen.models.refine import upsample_coarse_mask
 from tumorgen.models.vae import decode_with_features, latent_factor
-from tumorgen.synthesis.refine import upsample_coarse_mask
 
 # Latent voxels decoded around the box on every side: the receptive field of the 3-level AutoencoderKL
 # decoder plus the refiner. Measured (tests/test_region_decode.py, benchmarks/README.md): with the

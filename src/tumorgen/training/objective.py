@@ -2,7 +2,7 @@
 
 One function computes every loss term of docs/METHOD.md sections 1-4 for a batch, with each term
 switchable for the paper's ablations. The training loop only calls `training_losses`; the refiner
-runs through `synthesis.refine.refiner_logits`, the same crop and path synthesis uses.
+runs through `models.refine.refiner_logits`, the same crop and path synthesis uses.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from tumorgen.bbox import bapmg, downsample_mask
 from tumorgen.config import ABLATIONS, FlowConfig
 from tumorgen.flow import interpolate, joint_target, one_step_estimate, sample_t, split_joint
 from tumorgen.losses import coarse_loss, fine_loss, refiner_loss
+from tumorgen.models import refine
 from tumorgen.models.tumorgen import TumorGenModels, flow_condition
 from tumorgen.models.vae import encode_mean
-from tumorgen.synthesis import refine
 
 # lambda_1..3 of eq. 7: the config's defaults (FlowConfig, with their "why"), the one table of them
 DEFAULT_WEIGHTS = {"coarse": FlowConfig.coarse_weight, "fine": FlowConfig.fine_weight, "rec": FlowConfig.rec_weight}

@@ -17,12 +17,12 @@ from torch import nn
 
 from tumorgen.config import Config, from_dict
 from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.io.files import sha256_file
 from tumorgen.models.refiner import MaskRefiner
 from tumorgen.models.tumorgen import TumorGenModels
 from tumorgen.models.vae import build_vae, decoder_feature_channels
 from tumorgen.models.velocity_unet import build_velocity_unet
 from tumorgen.training.checkpoint import load_checkpoint
-from tumorgen.io.files import sha256_file
 from tumorgen.training.run_setup import seeded_init
 
 

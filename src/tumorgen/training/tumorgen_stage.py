@@ -35,9 +35,9 @@ from tumorgen.bbox import box_indicator
 from tumorgen.config import Config, to_dict
 from tumorgen.data.box_geometry import tight_box
 from tumorgen.data.box_windows import box_window_spec, random_windows
+from tumorgen.data.intensity import tumor_uptake
 from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
-from tumorgen.data.intensity import tumor_uptake
 from tumorgen.io.atomic import atomic_path, write_json
 from tumorgen.io.files import sha256_file
 from tumorgen.models.vae import encode_mean, latent_factor
@@ -102,8 +102,8 @@ def box_window_bank(config: Config, dataset: PreparedDataset, loaded: list) -> t
 
 
 def erase_windows(images: np.ndarray, boxes: np.ndarray, *, seed: int) -> torch.Tensor:
-    """Box windows (N, 1, S, S, S) with each box erased as synthesis erases it (`synthesis.erase`)."""
-    from tumorgen.synthesis.erase import erase_box
+    """Box windows (N, 1, S, S, S) with each box erased as synthesis erases it (`data.erase`)."""
+    from tumorgen.data.erase import erase_box
 
     rngs = np.random.SeedSequence(seed).spawn(len(images))
     erased = [erase_box(image[0], box, rng=np.random.default_rng(r)) for image, box, r in zip(images, boxes, rngs)]

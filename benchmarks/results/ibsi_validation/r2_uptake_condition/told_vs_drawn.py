@@ -1,8 +1,8 @@
 import numpy as np
 from tumorgen.api import TumorGen
-from tumorgen.data.prepared import load_prepared
-from tumorgen.synthesis.erase import erase_box
 from tumorgen.data.box_geometry import tight_box
+from tumorgen.data.erase import erase_box
+from tumorgen.data.prepared import load_prepared
 ds = load_prepared("/tmp/tg/prep_val")
 tg = TumorGen.load("/tmp/tg2/v_up", device="cpu")
 for case in ds.split("test"):

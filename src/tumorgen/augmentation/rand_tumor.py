@@ -8,7 +8,7 @@ both the scan is unchanged outside one box:
 
 - **regenerate** (the case has a tumor): the box is the largest tumor component's tight box plus
   `margin` voxels a side (grown to `min_box` voxels per axis); the box is erased
-  (`synthesis.erase.erase_box`: the background from the shell around it, with the scan's grain), so
+  (`data.erase.erase_box`: the background from the shell around it, with the scan's grain), so
   the real tumor cannot leak through, and a new tumor is generated into it. The label is the new mask
   inside the box and the real label outside it. A new mask and texture, in the real context.
 - **place**: a box of a tumor's size, its centre drawn in the body (`synthesis.boxes.body_mask`, or a
@@ -35,10 +35,10 @@ from monai.transforms import MapTransform, RandomizableTransform
 from scipy import ndimage
 
 from tumorgen.data.box_geometry import box_slices
+from tumorgen.data.erase import erase_box
 from tumorgen.errors import TumorGenError
 from tumorgen.generators import TumorGenerator, as_generator
 from tumorgen.synthesis.boxes import Box, body_mask
-from tumorgen.synthesis.erase import erase_box
 
 TumorMaker = Callable[[np.ndarray, np.ndarray, Box, int], tuple[np.ndarray, np.ndarray]]
 MODES = ("auto", "regenerate", "place")
