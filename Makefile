@@ -40,6 +40,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.test-installed: $(VENV)/.installed
 	echo "torch==$(TORCH_VERSION)" > $(VENV)/torch-constraint.txt
 	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt "$(NNUNET)"
+	$(BIN)/pip install -q -c $(VENV)/torch-constraint.txt -e '.[radiomics]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,7 +4,7 @@
         [--steps 1,2,4,10,50] [--methods tumorgen,syntumor,blob,empty] [--seed 0]
         [--difftumor RUN] [--bld RUN] [--baseline-steps 50] [--baseline-sampler ddim]
         [--features inception|pixels|none] [--inception PATH] [--feature-cache DIR] [--device cpu]
-        [--save-volumes] [--overwrite]
+        [--save-volumes] [--radiomics] [--overwrite]
 
 The protocol itself (erase each real tumor's box, let every method regenerate it, compare with the real
 scan; FID/KID beside the real-vs-real floor, uptake, volume, shape, seam and time per case) is the
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="device for the models and Inception")
     parser.add_argument("--save-volumes", action="store_true",
                         help="also write every output as OUT/volumes/<case>_<method>_suv/_mask.nii.gz")
+    parser.add_argument("--radiomics", action="store_true",
+                        help="also an IBSI radiomic panel per real and generated tumor, against the real-vs-real "
+                             "floor (OUT/radiomics.md; needs MIRP: pip install 'tumorgen[radiomics]')")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline_steps=args.baseline_steps, baseline_sampler=args.baseline_sampler, seed=args.seed,
             features=args.features, inception=args.inception, feature_cache=args.feature_cache,
             slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
-            overwrite=args.overwrite)
+            radiomics=args.radiomics, overwrite=args.overwrite)
     except TumorGenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -194,3 +194,50 @@ def test_inception_fid_with_the_real_floor(prep, tmp_path):
     for key in ("A", "S", "C", "Avg", "KID_Avg"):
         assert np.isfinite(metrics["fid"]["empty"][key]) and np.isfinite(metrics["floor"][key])
     assert metrics["fid"]["empty"]["Avg"] > 0
+
+
+@pytest.mark.slow
+def test_radiomics_table_beside_the_protocol(prep, tmp_path, capsys):
+    pytest.importorskip("mirp")
+    out = tmp_path / "rad"
+    assert protocol(["--data", str(prep), "--out", str(out), "--methods", "syntumor,empty", "--features", "none",
+                     "--radiomics"]) == 0
+    printed = capsys.readouterr().out
+    assert "features within the real-vs-real floor" in printed and "CoV median" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    panels = metrics["radiomics"]["panels"]
+    assert len(panels["real"]) == len(metrics["cases"]) and len(panels["syntumor"]) == len(metrics["cases"])
+    assert len(panels["reference"]) == 5  # the train split's tumors (its healthy case has none)
+    assert all(np.isnan(v) for p in panels["empty"] for v in p.values())  # the erased box has no tumor
+    real_mean = [c["real_mean_suv"] for c in metrics["per_case"]["syntumor"]]
+    assert [p["suv_mean"] for p in panels["real"]] == pytest.approx(real_mean, rel=1e-4)
+    table = (out / "radiomics.md").read_text()
+    assert "| SUVmean |" in table and "hot rim share" in table and "features within the floor" in table
+
+
+def test_radiomics_without_mirp_exits_2_with_one_line(prep, tmp_path, capsys, monkeypatch):
+    import tumorgen.evaluation.paired as paired
+
+    monkeypatch.setattr(paired, "mirp_available", lambda: False)
+    assert protocol(["--data", str(prep), "--out", str(tmp_path / "r"), "--methods", "empty", "--features", "none",
+                     "--radiomics"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tumorgen[radiomics]" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_the_vae_round_trip_keeps_the_real_mask_and_changes_only_the_box(prep, trained_debug_run, tmp_path):
+    out = tmp_path / "rt"
+    assert protocol(["--data", str(prep), "--out", str(out), "--methods", f"vae-roundtrip={trained_debug_run}",
+                     "--features", "none", "--save-volumes"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = metrics["per_case"]["vae-roundtrip"]
+    assert [r["volume_ratio"] for r in records] == [1.0] * len(records)  # the real mask, kept
+    for case in metrics["cases"]:
+        real = load_volume(Path(metrics["data"]) / "cases" / f"{case['name']}_image.nii.gz")
+        suv = load_volume(out / "volumes" / f"{case['name']}_vae-roundtrip_suv.nii.gz").array
+        outside = np.ones(suv.shape, bool)
+        outside[box_slices(case["box"])] = False
+        assert np.allclose(suv[outside], real.array[outside] * metrics["suv_max"], atol=1e-4)
+        assert not np.allclose(suv[~outside], real.array[~outside] * metrics["suv_max"], atol=1e-3)  # decoded inside

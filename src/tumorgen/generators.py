@@ -15,7 +15,10 @@ kind, sample steps, sampler, whether it takes an uptake, where it was loaded fro
   paste-back with a feathered seam and the scan's noise), as `tumorgen synthesize` runs it;
 - `difftumor`, `bld`: a `tumorgen train-baseline` run through the same synthesis pipeline;
 - `syntumor`: the rule-based baseline, its uptake fitted to reference tumors;
-- `blob`, `empty`: the anchors of `baselines.anchors`, the blob as hot as the reference tumors' median.
+- `blob`, `empty`: the anchors of `baselines.anchors`, the blob as hot as the reference tumors' median;
+- `vae-roundtrip`: no generator but a yardstick: the box of a scan through a TumorGen model's VAE and
+  back (`synthesis.generate.roundtrip_generator`), the same window and seam; given the real scan, it
+  shows what the latent space can hold of the real tumor. Its mask is empty (the tumor is the scan's).
 
 What a generator returns outside its box (SynTumor's blurred rim, for instance) is the caller's to keep
 or drop: the paired protocol and `augmentation.rand_tumor.insert_tumor` keep the scan there.
@@ -32,8 +35,10 @@ import numpy as np
 
 from tumorgen.errors import TumorGenError, fail_on
 
-KINDS = ("tumorgen", "difftumor", "bld", "syntumor", "blob", "empty")
-MODEL_KINDS = ("tumorgen", "difftumor", "bld")  # loaded from a model or run folder
+KINDS = ("tumorgen", "difftumor", "bld", "syntumor", "blob", "empty", "vae-roundtrip")
+MODEL_KINDS = ("tumorgen", "difftumor", "bld", "vae-roundtrip")  # loaded from a model or run folder
+# Given the real scan, not an erased one: its output keeps the real tumor (and its mask), seen through a model
+REAL_INPUT_KINDS = ("vae-roundtrip",)
 REFERENCE_KINDS = ("syntumor", "blob")  # fitted to reference tumors (SUV volumes and their masks)
 BASELINE_SAMPLERS = ("ddim", "ddpm")
 
@@ -101,6 +106,8 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
         raise TumorGenError(f"sampling steps must be >= 1, got {steps}")
     if kind == "tumorgen":
         generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model, grid=grid)
+    elif kind == "vae-roundtrip":
+        generator = _roundtrip(source, device=device, model=model, grid=grid)
     elif kind in ("difftumor", "bld"):
         generator = _baseline(kind, source, steps=steps, sampler=sampler or "ddim", device=device, grid=grid)
     elif kind in REFERENCE_KINDS:
@@ -187,6 +194,24 @@ def _tumorgen(source, *, steps, sampler, device, model, grid) -> TumorGenerator:
                           uptake_conditioned=bool(tg.run.models.uptake_condition), source=str(tg.run_dir),
                           record=tg.model_record(), window=model_generator(tg.run, steps=steps, device=tg.device),
                           info=tg.info)
+
+
+def _roundtrip(source, *, device, model, grid) -> TumorGenerator:
+    from tumorgen.api import TumorGen, as_volume
+    from tumorgen.synthesis.generate import roundtrip_generator
+    from tumorgen.synthesis.pipeline import synthesize_into_scan
+
+    tg = model if model is not None else TumorGen.load(source, device=device)
+    _check_grid(tg.info, grid, tg.run_dir)
+    window = roundtrip_generator(tg.run, device=tg.device)
+
+    def make(suv, affine, box, seed, suv_mean):
+        scan = as_volume(suv, affine=affine, what="scan")
+        result = synthesize_into_scan(scan=scan, boxes=[box], generate=window, model_info=tg.info, num=1, seed=seed)[0]
+        return result.image, result.mask
+
+    return TumorGenerator(name="vae-roundtrip", kind="vae-roundtrip", make=make, source=str(tg.run_dir),
+                          record=tg.model_record(), window=window, info=tg.info)
 
 
 def _baseline(kind, source, *, steps, sampler, device, grid) -> TumorGenerator:

@@ -8,7 +8,9 @@ and prints the table (`tumorgen.evaluation.paired`).
 
 Methods (--methods, comma-separated, in table order): tumorgen[=MODEL] (the bundled model, a bundled
 name, an exported model or a run folder; one row per --steps), difftumor=RUN, bld=RUN, syntumor, blob
-(a hot ellipsoid anchor) and empty (the erased scan: the score of removing the tumor).
+(a hot ellipsoid anchor), empty (the erased scan: the score of removing the tumor) and
+vae-roundtrip[=MODEL] (no generator: the real tumor through the model's VAE and back, the same window
+and seam; what its latent space can hold at all).
 
 Examples:
   tumorgen evaluate-paired --data prep --out eval/paired --methods tumorgen=runs/tg,syntumor,blob,empty
@@ -48,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--save-volumes", action="store_true",
                         help="also write every output as OUT/volumes/<case>_<method>_suv/_mask.nii.gz")
+    parser.add_argument("--radiomics", action="store_true",
+                        help="also an IBSI radiomic panel per real and generated tumor, against the real-vs-real "
+                             "floor (OUT/radiomics.md; needs MIRP: pip install 'tumorgen[radiomics]')")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_steps=args.baseline_steps, baseline_sampler=args.baseline_sampler, seed=args.seed,
         features=args.features, inception=args.inception, feature_cache=args.feature_cache,
         slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
-        overwrite=args.overwrite)
+        radiomics=args.radiomics, overwrite=args.overwrite)
     for line in summary_lines(metrics):
         print(line)
     return 0

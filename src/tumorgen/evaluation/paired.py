@@ -57,10 +57,14 @@ from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
 from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, scores_from_features
 from tumorgen.evaluation.paired_measures import MEAN_TOLERANCE, VOLUME_TOLERANCE, case_measures, summarize
+from tumorgen.evaluation.radiomics import mirp_available, radiomic_panel
+from tumorgen.evaluation.radiomics_compare import compare_panels
+from tumorgen.evaluation.radiomics_compare import render as render_radiomics
 from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
 from tumorgen.evaluation.tumor_measures import connected_components, seam_step
-from tumorgen.generators import KINDS, MODEL_KINDS, TumorGenerator, build_generator, reference_uptake
-from tumorgen.io.atomic import staged_dir, write_json
+from tumorgen.generators import (KINDS, MODEL_KINDS, REAL_INPUT_KINDS, TumorGenerator, build_generator,
+                                 reference_uptake)
+from tumorgen.io.atomic import staged_dir, write_json, write_text
 from tumorgen.synthesis.montage import Panel, write_montage
 from tumorgen.synthesis.pipeline import sample_seeds
 
@@ -118,6 +122,8 @@ class Row:
     told: bool = False
 
     def __call__(self, case: PairedCase) -> tuple[np.ndarray, np.ndarray]:
+        if self.generator.kind in REAL_INPUT_KINDS:  # the real tumor seen through a model: keep its mask
+            return self.generator(case.suv, case.affine, case.box, case.seed)[0], case.mask
         suv_mean = float(case.suv[case.mask > 0].mean()) if self.told else None
         return self.generator(case.erased, case.affine, case.box, case.seed, suv_mean=suv_mean)
 
@@ -163,7 +169,7 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
                told_steps: Sequence[int] = (10,), baseline_steps: int = 50, baseline_sampler: str = "ddim",
                seed: int = 0, features: str = "inception", inception: str | Path | None = None,
                feature_cache: str | Path | None = None, slices_per_plane: int = SLICES_PER_PLANE,
-               device: str = "cpu", save_volumes: bool = False, overwrite: bool = False,
+               device: str = "cpu", save_volumes: bool = False, radiomics: bool = False, overwrite: bool = False,
                log: Callable[[str], None] = _stderr) -> dict:
     """Run the paired protocol on a PREP cache's held-out cases and write its folder.
 
@@ -183,6 +189,8 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
         slices_per_plane: tumor-centred slices per plane and volume.
         device: where the models and Inception run.
         save_volumes: also write every output as OUT/volumes/<case>_<method>_suv/_mask.nii.gz.
+        radiomics: also the radiomic panel of every real and generated tumor against the real-vs-real
+            floor (`evaluation.radiomics_compare`; needs MIRP, `tumorgen[radiomics]`): OUT/radiomics.md.
         overwrite: replace an existing `out`.
         log: where progress lines go (stderr).
 
@@ -204,12 +212,14 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
             raise TumorGenError(f"--methods {kind} needs its run folder ({kind}=RUN)")
     if Path(out).exists() and not overwrite:
         raise fail_on(out, "already exists; pass --overwrite to replace it")
+    if radiomics and not mirp_available():
+        raise TumorGenError("--radiomics needs MIRP: pip install 'tumorgen[radiomics]'")
     with staged_dir(out, overwrite=overwrite) as stage:
         return _run(stage, data=data, methods=list(methods), split=split, val_cases=val_cases, val_seed=val_seed,
                     steps=[int(s) for s in steps], told_steps=[int(s) for s in told_steps],
                     baseline_steps=baseline_steps, baseline_sampler=baseline_sampler, seed=seed, features=features,
                     inception=inception, feature_cache=feature_cache, slices_per_plane=slices_per_plane,
-                    device=device, save_volumes=save_volumes, log=log)
+                    device=device, save_volumes=save_volumes, radiomics=radiomics, log=log)
 
 
 def _select_cases(dataset, split: str, val_cases: int, val_seed: int, log) -> tuple[list, list]:
@@ -266,6 +276,8 @@ def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sam
             rows += [Row(f"tumorgen-{n}-told", build_generator("tumorgen", model=tg, steps=n), told=True)
                      for n in told_steps]
         return rows
+    if kind in REAL_INPUT_KINDS:
+        return [Row(kind, build_generator(kind, source, device=device, grid=grid))]
     generator = build_generator(kind, source, steps=baseline_steps, sampler=baseline_sampler, device=device,
                                 grid=grid)
     return [Row(f"{kind}-{baseline_sampler}-{baseline_steps}", generator)]
@@ -273,7 +285,7 @@ def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sam
 
 def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_steps, baseline_steps,
          baseline_sampler, seed, features, inception, feature_cache, slices_per_plane, device, save_volumes,
-         log) -> dict:
+         radiomics, log) -> dict:
     dataset = load_prepared(data)
     suv_max = dataset.suv_max
     eval_cases, train_cases = _select_cases(dataset, split, val_cases, val_seed, log)
@@ -370,6 +382,14 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
                           cache=feature_cache, n=slices_per_plane, suv_max=suv_max, seed=seed)
         log(f"features ({features}) done at {time.perf_counter() - started:.0f} s")
 
+    radiomic = None
+    if radiomics:
+        t0 = time.perf_counter()
+        radiomic = _radiomics(cases, train_loaded, outputs, suv_max=suv_max, seed=seed)
+        write_text(stage / "radiomics.md", render_radiomics(radiomic["comparison"]))
+        log(f"radiomics ({sum(len(p) for p in radiomic['panels'].values())} tumors) done in "
+            f"{time.perf_counter() - t0:.0f} s")
+
     summaries = {name: summarize(records) for name, records in per_case.items()}
     real_row = {"method": FLOOR_NAME, **(floor or {}), "n_cases": len(cases),
                 "seam_step": float(np.nanmean([seam_step(c.suv, c.box) for c in cases])),
@@ -393,13 +413,28 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
         "baselines": {"difftumor": sources.get("difftumor"), "bld": sources.get("bld"), "steps": baseline_steps,
                       "sampler": baseline_sampler},
         "floor": floor, "fid": fid, "summary": summaries, "per_case": per_case, "notes": notes,
-        "table": table_rows, "seconds_total": time.perf_counter() - started,
+        "table": table_rows, "radiomics": radiomic, "seconds_total": time.perf_counter() - started,
     }
     write_table(COLUMNS, table_rows, stage / "table")
     write_paired_montage(stage / "montage.png", cases[:MONTAGE_CASES],
                          {name: outs[:MONTAGE_CASES] for name, outs in outputs.items()})
     write_json(stage / "metrics.json", metrics)  # last: its presence means the folder is complete
     return metrics
+
+
+def _radiomics(cases, train_loaded, outputs, *, suv_max: float, seed: int) -> dict:
+    """The radiomic panel of every real test tumor, real training tumor (the floor's pool) and output."""
+    def spacing(affine) -> np.ndarray:
+        return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+    panels = {"real": [radiomic_panel(c.suv, c.mask, spacing(c.affine)) for c in cases],
+              "reference": [radiomic_panel(image * np.float32(suv_max), mask, spacing(affine))
+                            for image, mask, affine in train_loaded if np.asarray(mask).any()]}
+    for name, outs in outputs.items():
+        panels[name] = [radiomic_panel(suv, mask, spacing(c.affine)) for c, (suv, mask) in zip(cases, outs)]
+    methods = {name: panels[name] for name in outputs}
+    comparison = compare_panels(panels["real"], methods, panels["reference"], repeats=FLOOR_REPEATS, seed=seed)
+    return {"panels": panels, "comparison": comparison}
 
 
 def write_paired_montage(path: Path, cases: list, rows: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> Path:
@@ -447,5 +482,13 @@ def summary_lines(metrics: dict) -> list[str]:
     for method, cost in metrics["fixed_cost"].items():
         lines.append(f"{method} fixed cost (not in s/sample): load {cost['load_s']:.2f} s + first call "
                      f"({cost['first_call']}) {cost['first_call_s']:.2f} s")
+    if metrics.get("radiomics"):
+        c = metrics["radiomics"]["comparison"]
+        cov = c["features"]["cov"]
+        lines.append("radiomics (radiomics.md): features within the real-vs-real floor: " + ", ".join(
+            f"{name} {count} of {c['n_features']}" for name, count in c["within_floor"].items()))
+        lines.append(f"  CoV median: real {cov['real_median']:.2f}, " + ", ".join(
+            f"{name} {m['median']:.2f}" for name, m in cov["methods"].items()) + "; hot rim share: " + ", ".join(
+            f"{name} {share:.0%}" for name, share in c["rim_share"].items() if share is not None))
     lines += [f"note: {note}" for note in metrics["notes"]]
     return lines

@@ -108,6 +108,28 @@ def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None)
     return torch.from_numpy(suv_to_model(suvs, suv_max=suv_max, kind=info.get("intensity", "linear")))
 
 
+def roundtrip_generator(run: LoadedRun, *, device: torch.device | None = None) -> Callable:
+    """The window through the run's VAE and back, no flow: the pipeline's `generate` contract, returning
+    the decoded window and an empty mask.
+
+    What the latent space can hold at all: a real tumor encoded and decoded, then pasted back through the
+    same window and seam as a generated one (the paired protocol's `vae-roundtrip` row, given the real
+    scan instead of the erased one). Deterministic: the posterior mean, no sampling.
+    """
+    if device is None:
+        device = next(run.models.vae.parameters()).device
+
+    def generate(window_image: torch.Tensor, boxes_in_window: torch.Tensor, seeds: list[int]):
+        with torch.inference_mode(), _autocast(device):
+            windows = window_image.to(device)
+            images = torch.cat([decode_vae(run.models.vae, encode_mean(run.models.vae, windows[b : b + 1]))
+                                for b in range(windows.shape[0])])
+        images = images.float().cpu()
+        return images, torch.zeros_like(images)
+
+    return generate
+
+
 def model_generator(
     run: LoadedRun,
     *,
