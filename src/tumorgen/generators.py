@@ -33,7 +33,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tumorgen import __version__
+from tumorgen.baselines.anchors import blob_tumor, empty_tumor
+from tumorgen.baselines.syntumor import SuvStats, SynTumor
 from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.io.files import sha256_file
 
 KINDS = ("tumorgen", "difftumor", "bld", "syntumor", "blob", "empty", "vae-roundtrip")
 MODEL_KINDS = ("tumorgen", "difftumor", "bld", "vae-roundtrip")  # loaded from a model or run folder
@@ -115,8 +119,6 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
             raise TumorGenError(f"{kind} needs reference tumors (SUV volumes and masks) to fit its uptake to")
         images, masks = reference
         if kind == "syntumor":
-            from tumorgen.baselines.syntumor import SuvStats, SynTumor
-
             generator = syntumor_generator(SynTumor(suv_stats=SuvStats.from_tumors(images, masks), seed=seed))
         else:
             generator = _blob(reference_uptake(images, masks))
@@ -129,7 +131,6 @@ def as_generator(generator=None, *, steps: int | None = None) -> Callable:
     """A `TumorGen`, a `SynTumor`, a `TumorGenerator` or a `(suv, affine, box, seed) -> (suv, mask)`
     callable, as something to call like that; None: the bundled TumorGen model."""
     from tumorgen.api import TumorGen
-    from tumorgen.baselines.syntumor import SynTumor
 
     if generator is None or isinstance(generator, TumorGen):
         return build_generator("tumorgen", model=generator, steps=steps)
@@ -155,14 +156,10 @@ def reference_uptake(images, masks) -> float:
 
 
 def _empty(suv, affine, box, seed, suv_mean):
-    from tumorgen.baselines.anchors import empty_tumor
-
     return empty_tumor(suv)
 
 
 def _blob(uptake: float) -> TumorGenerator:
-    from tumorgen.baselines.anchors import blob_tumor
-
     def make(suv, affine, box, seed, suv_mean):
         return blob_tumor(suv, box, uptake_suv=uptake)
 
@@ -215,10 +212,8 @@ def _roundtrip(source, *, device, model, grid) -> TumorGenerator:
 
 
 def _baseline(kind, source, *, steps, sampler, device, grid) -> TumorGenerator:
-    from tumorgen import __version__
     from tumorgen.api import as_volume
     from tumorgen.baselines.generators import load_baseline_generator
-    from tumorgen.io.files import sha256_file
     from tumorgen.synthesis.generate import resolve_inference_device
     from tumorgen.synthesis.pipeline import ModelInfo, synthesize_into_scan
 
