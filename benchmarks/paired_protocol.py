@@ -20,8 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from tumorgen.commands.evaluate_paired import add_protocol_options
 from tumorgen.errors import TumorGenError
-from tumorgen.evaluation.paired import SLICES_PER_PLANE, parse_counts, run_paired, summary_lines
+from tumorgen.evaluation.paired import parse_counts, run_paired, summary_lines
 
 FIXED_METHODS = ("syntumor", "blob", "empty")  # need no run folder
 MODEL_METHODS = ("tumorgen", "difftumor", "bld")
@@ -50,35 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="a PREP cache (`tumorgen prepare`)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--split", choices=("test", "val"), default="test",
-                        help="test: the PREP test split; val: --val-cases drawn from the train split")
-    parser.add_argument("--val-cases", type=int, default=10, help="with --split val, cases drawn from train")
-    parser.add_argument("--val-seed", type=int, default=0, help="with --split val, seeds the draw")
     parser.add_argument("--tumorgen", type=Path, default=None, help="a `tumorgen train` run folder")
-    parser.add_argument("--steps", default="10", help="Euler step counts for TumorGen, comma-separated")
-    parser.add_argument("--told-steps", default="10",
-                        help="for an uptake-conditioned TumorGen, also rows `tumorgen-N-told` given each real "
-                             "tumor's mean SUV (comma-separated step counts; empty: none)")
     parser.add_argument("--difftumor", type=Path, default=None, help="a DiffTumor run folder")
     parser.add_argument("--bld", type=Path, default=None, help="a BLD run folder")
-    parser.add_argument("--baseline-steps", type=int, default=50, help="sampling steps for difftumor / bld")
-    parser.add_argument("--baseline-sampler", choices=("ddim", "ddpm"), default="ddim")
     parser.add_argument("--methods", default=None,
                         help="comma-separated: tumorgen,difftumor,bld,syntumor,blob,empty (default: all available)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds erasing, sampling, the floor's draws and KID")
-    parser.add_argument("--features", choices=("inception", "pixels", "none"), default="inception",
-                        help="FID features: the FID Inception network, 32x32 pixels (smoke tests), or no FID")
-    parser.add_argument("--inception", type=Path, default=None, help="a local TorchScript FID Inception file")
-    parser.add_argument("--feature-cache", type=Path, default=None,
-                        help="folder keeping the real cases' features between runs (they do not depend on the methods)")
-    parser.add_argument("--slices-per-plane", type=int, default=SLICES_PER_PLANE)
-    parser.add_argument("--device", default="cpu", help="device for the models and Inception")
-    parser.add_argument("--save-volumes", action="store_true",
-                        help="also write every output as OUT/volumes/<case>_<method>_suv/_mask.nii.gz")
-    parser.add_argument("--radiomics", action="store_true",
-                        help="also an IBSI radiomic panel per real and generated tumor, against the real-vs-real "
-                             "floor (OUT/radiomics.md; needs MIRP: pip install 'tumorgen[radiomics]')")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_protocol_options(parser)
+    parser.set_defaults(device="cpu")
     return parser
 
 

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="tumorgen,syntumor,blob,empty",
                         help="comma-separated KIND[=MODEL]: tumorgen[=MODEL], difftumor=RUN, bld=RUN, syntumor, "
                              "blob, empty (default: the bundled TumorGen, syntumor, blob, empty)")
+    add_protocol_options(parser)
+
+
+def add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    """The protocol's options past the data, output and methods (`benchmarks/paired_protocol.py` shares them)."""
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="test: the PREP test split; val: --val-cases drawn from the train split")
     parser.add_argument("--val-cases", type=int, default=10, help="with --split val, cases drawn from train")
