@@ -157,25 +157,42 @@ IMAGE_DEFECTS: dict[str, tuple[Callable, str]] = {
 NOT_SUV = {"ct_values": (_ct_values, r"SUV")}
 
 
+MASK_DEFECTS: dict[str, tuple[Callable, str]] = {}  # name -> (writer, what the refusal must say)
+
+
+def _mask_defect(name: str, why: str) -> Callable:
+    """Register a mask writer in MASK_DEFECTS, its expected message beside it."""
+    def register(writer: Callable) -> Callable:
+        MASK_DEFECTS[name] = (writer, why)
+        return writer
+
+    return register
+
+
+@_mask_defect("mask_other_shape", r"has shape")
 def _mask_other_shape(path: Path, *, shape, affine) -> Path:
     other = tuple(s - 2 for s in shape)
     return save_volume(valid_mask(other), affine, path, dtype=np.uint8)
 
 
+@_mask_defect("mask_other_affine", r"different affine")
 def _mask_other_affine(path: Path, *, shape, affine) -> Path:
     moved = np.array(affine, dtype=float)
     moved[:3, 3] += 12.0  # same shape, shifted 12 mm: a mask from another scan
     return save_volume(valid_mask(shape), moved, path, dtype=np.uint8)
 
 
+@_mask_defect("mask_non_binary", r"not a binary mask")
 def _mask_non_binary(path: Path, *, shape, affine) -> Path:
     return save_volume(valid_mask(shape) * 2, affine, path, dtype=np.uint8)  # labels {0, 2}
 
 
+@_mask_defect("mask_probabilities", r"not a binary mask")
 def _mask_probabilities(path: Path, *, shape, affine) -> Path:
     return save_volume(valid_mask(shape) * 0.7, affine, path)  # a soft segmentation, not a mask
 
 
+@_mask_defect("mask_truncated", r"truncated|corrupt|not a readable")
 def _mask_truncated(path: Path, *, shape, affine) -> Path:
     save_volume(valid_mask(shape), affine, path, dtype=np.uint8)
     data = path.read_bytes()
@@ -186,14 +203,6 @@ def _mask_truncated(path: Path, *, shape, affine) -> Path:
 def _mask_empty(path: Path, *, shape, affine) -> Path:
     return save_volume(np.zeros(shape, np.uint8), affine, path, dtype=np.uint8)
 
-
-MASK_DEFECTS: dict[str, tuple[Callable, str]] = {
-    "mask_other_shape": (_mask_other_shape, r"has shape"),
-    "mask_other_affine": (_mask_other_affine, r"different affine"),
-    "mask_non_binary": (_mask_non_binary, r"not a binary mask"),
-    "mask_probabilities": (_mask_probabilities, r"not a binary mask"),
-    "mask_truncated": (_mask_truncated, r"truncated|corrupt|not a readable"),
-}
 
 # an all-zero mask: a healthy case for prepare and augment, refused as synthesize's --organ-mask
 EMPTY_MASK = {"mask_empty": (_mask_empty, r"empty|no voxels")}
