@@ -180,3 +180,15 @@ def test_speed_script_writes_the_four_methods(tmp_path):
     # the floor is one U-Net step plus the decode: ten Euler steps and the decode cannot be faster
     assert 0 < parts["unet_step"] and 0 < parts["decode"] and 0 < parts["floor"] <= result["rfm-10"]["batch1_s"]
     assert "| rfm-10 |" in proc.stdout and "floor" in proc.stdout
+
+
+@pytest.mark.slow
+def test_speed_script_runs_on_the_uptake_conditioned_ibsi_preset(tmp_path):
+    """The ibsi preset's U-Net takes an uptake channel; the harness builds its input as sampling does."""
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--preset", "ibsi", "--methods", "rfm-10",
+           "--repeats", "1", "--batches", "1", "--threads", "1", "--in-process", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["rfm-10"]["batch1_s"] > 0 and 0 < result["parts"]["floor"] <= result["rfm-10"]["batch1_s"]

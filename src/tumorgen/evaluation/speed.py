@@ -20,7 +20,7 @@ from tumorgen.baselines.stage import build_baseline_unet, schedule_from_config
 from tumorgen.bbox import box_indicator, latent_box_from_image_box
 from tumorgen.config import load_config
 from tumorgen.data.phantom import make_phantom
-from tumorgen.models.tumorgen import TumorGenModels
+from tumorgen.models.tumorgen import TumorGenModels, flow_condition
 from tumorgen.models.vae import build_vae, decode_with_features, encode_mean
 from tumorgen.models.vae import decode as vae_decode
 from tumorgen.synthesis.generate import sample_latents, sample_tumor
@@ -119,7 +119,9 @@ class SpeedBench:
         c, f = self.models.latent_channels, self.models.factor
         lat = latent_box_from_image_box(boxes, f)
         box = box_indicator(lat, tuple(z.shape[2:]))
-        x_in = torch.cat([torch.randn((1, c + 1, *z.shape[2:])).to(self.device), z, box], dim=1)  # (1, 2c+2, ...)
+        uptake = torch.full((1,), 0.4, device=self.device) if self.models.uptake_condition else None
+        condition = flow_condition(z * (1.0 - box), box, uptake, self.models)  # as sample_latents builds it
+        x_in = torch.cat([torch.randn((1, c + 1, *z.shape[2:])).to(self.device), condition], dim=1)
         t = torch.zeros(1, device=self.device)
         one = self._timed(out, "unet_step", lambda: self.models.unet(x_in, t))
         out[f"unet_{steps}_steps"] = out["unet_step"] * steps
