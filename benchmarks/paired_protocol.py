@@ -20,9 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from tumorgen.commands.evaluate_paired import add_protocol_options
+from tumorgen.commands.evaluate_paired import add_protocol_options, protocol_kwargs
 from tumorgen.errors import TumorGenError
-from tumorgen.evaluation.paired import parse_counts, run_paired, summary_lines
+from tumorgen.evaluation.paired import run_paired, summary_lines
 
 FIXED_METHODS = ("syntumor", "blob", "empty")  # need no run folder
 MODEL_METHODS = ("tumorgen", "difftumor", "bld")
@@ -64,15 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        steps = parse_counts(args.steps, "--steps")
-        metrics = run_paired(
-            data=args.data, out=args.out, methods=methods_from_args(args), split=args.split,
-            val_cases=args.val_cases, val_seed=args.val_seed, steps=steps,
-            told_steps=parse_counts(args.told_steps, "--told-steps", allow_empty=True),
-            baseline_steps=args.baseline_steps, baseline_sampler=args.baseline_sampler, seed=args.seed,
-            features=args.features, inception=args.inception, feature_cache=args.feature_cache,
-            slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
-            radiomics=args.radiomics, overwrite=args.overwrite)
+        metrics = run_paired(data=args.data, out=args.out, methods=methods_from_args(args), **protocol_kwargs(args))
     except TumorGenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

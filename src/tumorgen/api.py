@@ -157,6 +157,7 @@ class TumorGen:
         feather: int = 3,
         match_noise: bool = True,
         suv_mean: float | None = None,
+        guidance: float | None = None,
         on_samples: Callable[[int], None] | None = None,
     ) -> list[SynthesisResult]:
         """Generate `num` tumors into a scan; each result is on the scan's own grid.
@@ -176,6 +177,8 @@ class TumorGen:
             match_noise: give the generated region the scan's noise grain.
             suv_mean: how hot the tumors are (mean SUV inside the mask), for a model trained with
                 `flow.uptake_condition`; default: each sample takes one training tumor's.
+            guidance: classifier-free guidance toward that uptake (> 1 follows it more closely), for a
+                model trained with `flow.uptake_dropout`; None: the model's own `flow.guidance`.
             on_samples: called with the number of samples just finished (for progress bars).
         """
         from tumorgen.synthesis.generate import model_generator
@@ -192,7 +195,7 @@ class TumorGen:
             check_same_grid(scan, ct_volume)
         chosen = [tuple(box)] if box is not None else ([tuple(b) for b in boxes] if boxes else None)
         generate = model_generator(self.run, steps=self.sample_steps if steps is None else steps, device=self.device,
-                                   suv_mean=suv_mean)
+                                   suv_mean=suv_mean, guidance=guidance)
         if on_samples is not None:
             inner = generate
 

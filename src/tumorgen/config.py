@@ -89,6 +89,12 @@ class FlowConfig:
     # the value inside the box): with the box erased nothing in the window says how hot the tumor was,
     # and an unconditioned model averages hot and cold tumors into a cold one (IBSI test: mean SUV
     # 0.48x of real). Synthesis takes the user's SUV or draws one of the training tumors' (data.json)
+    uptake_embedding: bool = False  # also add the uptake to the U-Net's time embedding (every residual
+    # block sees it, as class labels): a channel alone was followed compressed toward the middle
+    uptake_dropout: float = 0.0  # share of training samples told no uptake (UNTOLD), so the one network
+    # also learns the untold velocity that classifier-free guidance steers from (Ho & Salimans: 0.1-0.2)
+    guidance: float = 1.0  # classifier-free guidance scale w at synthesis: v_untold + w (v_told - v_untold);
+    # 1 is the told velocity alone (one U-Net call a step), > 1 pushes toward the told uptake (two calls)
     outside_weight: float = 1.0  # flow-loss weight of latent voxels outside the box (inside: 1); the
     # sampler overwrites them with the known path, so <1 spends the model on the tumor
     refiner_every: int = 1  # run the VAE decode + refiner every N steps: decoding is the CPU cost
@@ -270,6 +276,10 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(cfg.flow.refiner_margin is None or cfg.flow.refiner_margin >= 0, "flow.refiner_margin must be >= 0 (or none)")
     need(cfg.flow.sample_steps >= 1, "flow.sample_steps must be at least 1")
     need(0.0 <= cfg.flow.outside_weight <= 1.0, "flow.outside_weight must be in [0, 1]")
+    need(cfg.flow.uptake_condition or not (cfg.flow.uptake_embedding or cfg.flow.uptake_dropout),
+         "flow.uptake_embedding and flow.uptake_dropout need flow.uptake_condition = true")
+    need(0.0 <= cfg.flow.uptake_dropout < 1.0, "flow.uptake_dropout must be in [0, 1)")
+    need(cfg.flow.guidance >= 0.0, "flow.guidance must be >= 0")
     need(not cfg.flow.uptake_condition or cfg.data.window == "box",
          "flow.uptake_condition needs data.window = 'box' (the uptake is measured on the box windows)")
     need(cfg.vae.tumor_weight >= 1.0, "vae.tumor_weight must be >= 1")

@@ -87,7 +87,8 @@ class TumorGenerator:
 
 def build_generator(kind: str, source: str | Path | None = None, *, steps: int | None = None,
                     sampler: str | None = None, device: str = "auto", reference=None, seed: int = 0,
-                    grid: Sequence[int] | None = None, model=None, name: str | None = None) -> TumorGenerator:
+                    grid: Sequence[int] | None = None, model=None, name: str | None = None,
+                    guidance: float | None = None) -> TumorGenerator:
     """Build the generator of `kind`.
 
     Args:
@@ -103,13 +104,17 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
             window must be that grid); box-window models take any grid.
         model: tumorgen: an already loaded `api.TumorGen` (then `source` is not read).
         name: the record's name; default: the kind, with steps (and sampler) for model kinds.
+        guidance: tumorgen: classifier-free guidance toward the uptake; None: the model's `flow.guidance`.
     """
     if kind not in KINDS:
         raise TumorGenError(f"unknown generator {kind!r}; choose from {', '.join(KINDS)}")
     if steps is not None and steps < 1:
         raise TumorGenError(f"sampling steps must be >= 1, got {steps}")
     if kind == "tumorgen":
-        generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model, grid=grid)
+        generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model, grid=grid,
+                              guidance=guidance)
+    elif guidance is not None:
+        raise TumorGenError(f"guidance applies to tumorgen only, not {kind}")
     elif kind == "vae-roundtrip":
         generator = _roundtrip(source, device=device, model=model, grid=grid)
     elif kind in ("difftumor", "bld"):
@@ -173,7 +178,7 @@ def _check_grid(info, grid, where: Path) -> None:
                              f"{tuple(int(s) for s in grid)}; generate into the PREP the model was trained on")
 
 
-def _tumorgen(source, *, steps, sampler, device, model, grid) -> TumorGenerator:
+def _tumorgen(source, *, steps, sampler, device, model, grid, guidance=None) -> TumorGenerator:
     from tumorgen.api import TumorGen
     from tumorgen.synthesis.generate import model_generator
 
@@ -184,12 +189,14 @@ def _tumorgen(source, *, steps, sampler, device, model, grid) -> TumorGenerator:
     steps = tg.sample_steps if steps is None else int(steps)
 
     def make(suv, affine, box, seed, suv_mean):
-        result = tg.synthesize(suv, affine=affine, box=box, num=1, steps=steps, seed=seed, suv_mean=suv_mean)[0]
+        result = tg.synthesize(suv, affine=affine, box=box, num=1, steps=steps, seed=seed, suv_mean=suv_mean,
+                               guidance=guidance)[0]
         return result.image, result.mask
 
     return TumorGenerator(name=f"tumorgen-{steps}", kind="tumorgen", make=make, steps=steps, sampler="euler",
                           uptake_conditioned=bool(tg.run.models.uptake_condition), source=str(tg.run_dir),
-                          record=tg.model_record(), window=model_generator(tg.run, steps=steps, device=tg.device),
+                          record=tg.model_record(),
+                          window=model_generator(tg.run, steps=steps, device=tg.device, guidance=guidance),
                           info=tg.info)
 
 

@@ -58,20 +58,33 @@ def add_protocol_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--radiomics", action="store_true",
                         help="also an IBSI radiomic panel per real and generated tumor, against the real-vs-real "
                              "floor (OUT/radiomics.md; needs MIRP: pip install 'tumorgen[radiomics]')")
+    parser.add_argument("--uptake-grid", default="",
+                        help="also ask each uptake-conditioned TumorGen row for these mean SUVs in every case's box "
+                             "(comma-separated, e.g. 1.5,3,6,9,12): achieved vs asked in OUT/uptake_request.md")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="TumorGen's classifier-free guidance toward the uptake (models trained with "
+                             "flow.uptake_dropout; default: the model's own flow.guidance)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
-def run(args: argparse.Namespace) -> int:
-    from tumorgen.evaluation.paired import parse_counts, parse_methods, run_paired, summary_lines
+def protocol_kwargs(args: argparse.Namespace) -> dict:
+    """`run_paired`'s keyword arguments from the options of `add_protocol_options` (data, out, methods aside)."""
+    from tumorgen.evaluation.paired import parse_asked, parse_counts
 
-    metrics = run_paired(
-        data=args.data, out=args.out, methods=parse_methods(args.methods), split=args.split,
-        val_cases=args.val_cases, val_seed=args.val_seed, steps=parse_counts(args.steps, "--steps"),
-        told_steps=parse_counts(args.told_steps, "--told-steps", allow_empty=True),
-        baseline_steps=args.baseline_steps, baseline_sampler=args.baseline_sampler, seed=args.seed,
-        features=args.features, inception=args.inception, feature_cache=args.feature_cache,
-        slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
-        radiomics=args.radiomics, overwrite=args.overwrite)
+    return dict(split=args.split, val_cases=args.val_cases, val_seed=args.val_seed,
+                steps=parse_counts(args.steps, "--steps"),
+                told_steps=parse_counts(args.told_steps, "--told-steps", allow_empty=True),
+                baseline_steps=args.baseline_steps, baseline_sampler=args.baseline_sampler, seed=args.seed,
+                features=args.features, inception=args.inception, feature_cache=args.feature_cache,
+                slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
+                radiomics=args.radiomics, overwrite=args.overwrite,
+                uptake_grid=parse_asked(args.uptake_grid) if args.uptake_grid else (), guidance=args.guidance)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tumorgen.evaluation.paired import parse_methods, run_paired, summary_lines
+
+    metrics = run_paired(data=args.data, out=args.out, methods=parse_methods(args.methods), **protocol_kwargs(args))
     for line in summary_lines(metrics):
         print(line)
     return 0

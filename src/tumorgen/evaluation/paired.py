@@ -58,6 +58,7 @@ from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
 from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, scores_from_features
 from tumorgen.evaluation.paired_measures import MEAN_TOLERANCE, VOLUME_TOLERANCE, case_measures, summarize
 from tumorgen.evaluation.radiomics import mirp_available, radiomic_panel
+from tumorgen.evaluation.uptake_request import parse_asked, render_requests, request_uptakes  # noqa: F401 (parse_asked: the command's)
 from tumorgen.evaluation.radiomics_compare import compare_panels
 from tumorgen.evaluation.radiomics_compare import render as render_radiomics
 from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
@@ -170,6 +171,7 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
                seed: int = 0, features: str = "inception", inception: str | Path | None = None,
                feature_cache: str | Path | None = None, slices_per_plane: int = SLICES_PER_PLANE,
                device: str = "cpu", save_volumes: bool = False, radiomics: bool = False, overwrite: bool = False,
+               uptake_grid: Sequence[float] = (), guidance: float | None = None,
                log: Callable[[str], None] = _stderr) -> dict:
     """Run the paired protocol on a PREP cache's held-out cases and write its folder.
 
@@ -192,6 +194,9 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
         radiomics: also the radiomic panel of every real and generated tumor against the real-vs-real
             floor (`evaluation.radiomics_compare`; needs MIRP, `tumorgen[radiomics]`): OUT/radiomics.md.
         overwrite: replace an existing `out`.
+        uptake_grid: asked SUVmeans for the uptake-on-request test of each uptake-conditioned TumorGen
+            row (`evaluation.uptake_request`): OUT/uptake_request.md; empty: not run.
+        guidance: TumorGen's classifier-free guidance toward the uptake; None: the model's own.
         log: where progress lines go (stderr).
 
     Returns:
@@ -219,7 +224,8 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
                     steps=[int(s) for s in steps], told_steps=[int(s) for s in told_steps],
                     baseline_steps=baseline_steps, baseline_sampler=baseline_sampler, seed=seed, features=features,
                     inception=inception, feature_cache=feature_cache, slices_per_plane=slices_per_plane,
-                    device=device, save_volumes=save_volumes, radiomics=radiomics, log=log)
+                    device=device, save_volumes=save_volumes, radiomics=radiomics, uptake_grid=list(uptake_grid),
+                    guidance=guidance, log=log)
 
 
 def _select_cases(dataset, split: str, val_cases: int, val_seed: int, log) -> tuple[list, list]:
@@ -266,15 +272,16 @@ def _load_cases(eval_cases, *, suv_max: float, seed: int) -> list[PairedCase]:
     return cases
 
 
-def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sampler, device, grid) -> list[Row]:
+def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sampler, device, grid,
+                guidance=None) -> list[Row]:
     if kind == "tumorgen":
         from tumorgen.api import TumorGen
 
         tg = TumorGen.load(source, device=device)
-        rows = [Row(f"tumorgen-{n}", build_generator("tumorgen", model=tg, steps=n)) for n in steps]
+        rows = [Row(f"tumorgen-{n}", build_generator("tumorgen", model=tg, steps=n, guidance=guidance)) for n in steps]
         if tg.run.models.uptake_condition:
-            rows += [Row(f"tumorgen-{n}-told", build_generator("tumorgen", model=tg, steps=n), told=True)
-                     for n in told_steps]
+            rows += [Row(f"tumorgen-{n}-told", build_generator("tumorgen", model=tg, steps=n, guidance=guidance),
+                         told=True) for n in told_steps]
         return rows
     if kind in REAL_INPUT_KINDS:
         return [Row(kind, build_generator(kind, source, device=device, grid=grid))]
@@ -285,7 +292,7 @@ def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sam
 
 def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_steps, baseline_steps,
          baseline_sampler, seed, features, inception, feature_cache, slices_per_plane, device, save_volumes,
-         radiomics, log) -> dict:
+         radiomics, uptake_grid, guidance, log) -> dict:
     dataset = load_prepared(data)
     suv_max = dataset.suv_max
     eval_cases, train_cases = _select_cases(dataset, split, val_cases, val_seed, log)
@@ -312,7 +319,8 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
             t0 = time.perf_counter()
             try:
                 made = _model_rows(kind, source, steps=steps, told_steps=told_steps, baseline_steps=baseline_steps,
-                                   baseline_sampler=baseline_sampler, device=device, grid=dataset.size)
+                                   baseline_sampler=baseline_sampler, device=device, grid=dataset.size,
+                                   guidance=guidance)
             except TumorGenError as err:
                 if kind == "tumorgen":
                     raise
@@ -390,6 +398,11 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
         log(f"radiomics ({sum(len(p) for p in radiomic['panels'].values())} tumors) done in "
             f"{time.perf_counter() - t0:.0f} s")
 
+    requests = None
+    if uptake_grid:
+        requests = _uptake_requests(rows, cases, uptake_grid, log)
+        write_text(stage / "uptake_request.md", render_requests(requests))
+
     summaries = {name: summarize(records) for name, records in per_case.items()}
     real_row = {"method": FLOOR_NAME, **(floor or {}), "n_cases": len(cases),
                 "seam_step": float(np.nanmean([seam_step(c.suv, c.box) for c in cases])),
@@ -413,13 +426,30 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
         "baselines": {"difftumor": sources.get("difftumor"), "bld": sources.get("bld"), "steps": baseline_steps,
                       "sampler": baseline_sampler},
         "floor": floor, "fid": fid, "summary": summaries, "per_case": per_case, "notes": notes,
-        "table": table_rows, "radiomics": radiomic, "seconds_total": time.perf_counter() - started,
+        "table": table_rows, "radiomics": radiomic, "uptake_request": requests, "guidance": guidance,
+        "seconds_total": time.perf_counter() - started,
     }
     write_table(COLUMNS, table_rows, stage / "table")
     write_paired_montage(stage / "montage.png", cases[:MONTAGE_CASES],
                          {name: outs[:MONTAGE_CASES] for name, outs in outputs.items()})
     write_json(stage / "metrics.json", metrics)  # last: its presence means the folder is complete
     return metrics
+
+
+def _uptake_requests(rows: list[Row], cases: list[PairedCase], asked: Sequence[float], log) -> dict:
+    """The uptake-on-request test of every uptake-conditioned TumorGen row drawing its own uptake."""
+    def asker(row: Row):
+        def make(case: PairedCase, suv_mean: float):
+            suv, mask = row.generator(case.erased, case.affine, case.box, case.seed, suv_mean=suv_mean)
+            kept = np.zeros(case.suv.shape, np.uint8)
+            kept[box_slices(case.box)] = np.asarray(mask)[box_slices(case.box)] > 0  # the protocol keeps the box
+            return suv, kept
+        return make
+
+    chosen = [r for r in rows if r.generator.kind == "tumorgen" and r.generator.uptake_conditioned and not r.told]
+    if not chosen:
+        log("uptake on request skipped: no uptake-conditioned TumorGen row")
+    return {row.name: request_uptakes(asker(row), cases, asked, log=log) for row in chosen}
 
 
 def _radiomics(cases, train_loaded, outputs, *, suv_max: float, seed: int) -> dict:
@@ -490,5 +520,10 @@ def summary_lines(metrics: dict) -> list[str]:
         lines.append(f"  CoV median: real {cov['real_median']:.2f}, " + ", ".join(
             f"{name} {m['median']:.2f}" for name, m in cov["methods"].items()) + "; hot rim share: " + ", ".join(
             f"{name} {share:.0%}" for name, share in c["rim_share"].items() if share is not None))
+    for name, result in (metrics.get("uptake_request") or {}).items():
+        overall = result["overall"]
+        lines.append(f"uptake on request (uptake_request.md), {name}: {overall['within']:.0%} within "
+                     f"{result['tolerance']:.0%} of the asked SUVmean over {overall['n']} asks, slope "
+                     f"{overall['slope']:.2f}, {overall['empty']} empty")
     lines += [f"note: {note}" for note in metrics["notes"]]
     return lines

@@ -123,7 +123,7 @@ class SpeedBench:
         condition = flow_condition(z * (1.0 - box), box, uptake, self.models)  # as sample_latents builds it
         x_in = torch.cat([torch.randn((1, c + 1, *z.shape[2:])).to(self.device), condition], dim=1)
         t = torch.zeros(1, device=self.device)
-        one = self._timed(out, "unet_step", lambda: self.models.unet(x_in, t))
+        one = self._timed(out, "unet_step", lambda: self.models.velocity(x_in, t, uptake))
         out[f"unet_{steps}_steps"] = out["unet_step"] * steps
         inside = (slice(None), slice(None), *(slice(int(lat[0, i]), int(lat[0, i + 3])) for i in range(3)))
         z_hat = z.clone()

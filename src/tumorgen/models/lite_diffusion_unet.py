@@ -257,6 +257,10 @@ class LiteDiffusionModelUNet(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(channels[0], time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
         )
+        # MONAI's class conditioning, without its lookup table: a module attached after construction
+        # (models.uptake_embedding) whose output is added to the time embedding, as MONAI adds it
+        self.num_class_embeds: int | None = None
+        self.class_embedding: nn.Module | None = None
 
         self.down_blocks = nn.ModuleList()
         output_channel = channels[0]
@@ -291,10 +295,17 @@ class LiteDiffusionModelUNet(nn.Module):
                                         kernel_size=3, padding=1)),
         )
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """`x` `(B, in, *S)`, `timesteps` `(B,)` on MONAI's scale [0, 1000] -> `(B, out, *S)`."""
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """`x` `(B, in, *S)`, `timesteps` `(B,)` on MONAI's scale [0, 1000] -> `(B, out, *S)`.
+
+        `class_labels` `(B,)`: the attached class embedding's input, required when there is one.
+        """
         t_emb = get_timestep_embedding(timesteps, self.block_out_channels[0]).to(dtype=x.dtype)  # (B, C0)
         emb = self.time_embed(t_emb)  # (B, 4 C0)
+        if self.class_embedding is not None:
+            if class_labels is None:
+                raise ValueError("class_labels should be provided when the network has a class embedding")
+            emb = emb + self.class_embedding(class_labels).to(dtype=x.dtype)  # (B, 4 C0)
 
         h = self.conv_in(x)
         skips = [h]

@@ -51,6 +51,15 @@ class TumorGenModels:
         """Whether the U-Net takes the tumor's uptake as an extra input channel (`flow.uptake_condition`)."""
         return self._bare_unet().in_channels == 2 * self.latent_channels + 3
 
+    @property
+    def uptake_embedded(self) -> bool:
+        """Whether the U-Net also takes the uptake through its time embedding (`flow.uptake_embedding`)."""
+        return self._bare_unet().uptake_embedded
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, uptake: torch.Tensor | None) -> torch.Tensor:
+        """v_theta([x_t ; cond], t), handing the uptake to the U-Net when it embeds one."""
+        return self.unet(x, t, uptake) if self.uptake_embedded else self.unet(x, t)
+
     def trainable(self) -> nn.ModuleDict:
         """The trained networks as one module: for optimizers, EMA and checkpoints (no VAE weights)."""
         modules = {"unet": self.unet}
@@ -64,7 +73,8 @@ def flow_condition(z_box: torch.Tensor, box: torch.Tensor, uptake: torch.Tensor 
     """The U-Net's condition channels: `[z_B ; B]`, plus `B * u` when the model is uptake-conditioned.
 
     The uptake `u` (B,) is the tumor's mean SUV in model range (`intensity.tumor_uptake`); it is
-    written inside the box only, like the box itself, so the condition stays local to the tumor.
+    written inside the box only, like the box itself, so the condition stays local to the tumor. An
+    `UNTOLD` (NaN) uptake writes 0: no tumor has a mean SUV of 0, so 0 means "not told".
     """
     parts = [z_box, box]
     if models.uptake_condition:
@@ -73,7 +83,7 @@ def flow_condition(z_box: torch.Tensor, box: torch.Tensor, uptake: torch.Tensor 
         u = torch.as_tensor(uptake, dtype=box.dtype, device=box.device).reshape(-1, 1, 1, 1, 1)
         if u.shape[0] != box.shape[0]:
             raise ValueError(f"{u.shape[0]} uptake values for {box.shape[0]} samples: one each")
-        parts.append(box * u)
+        parts.append(box * torch.nan_to_num(u, nan=0.0))
     elif uptake is not None:
         raise ValueError("this model was trained without flow.uptake_condition: it cannot take an uptake")
     return torch.cat(parts, dim=1)

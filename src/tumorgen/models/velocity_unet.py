@@ -3,7 +3,8 @@
 A 3D U-Net with a sinusoidal time embedding (MONAI's `DiffusionModelUNet`). Its input stacks the noisy
 joint state x_t (c latent channels + 1 mask channel), the scan's latents with the box removed z_B
 (c channels) and the box indicator B (1 channel): 2c + 2 channels in, c + 1 out (docs/METHOD.md
-section 2). The baselines reuse it with other channel counts.
+section 2). With `flow.uptake_embedding` the tumor's uptake also enters as a global input, added to
+the time embedding (`models.uptake_embedding`). The baselines reuse it with other channel counts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from tumorgen.models.lite_diffusion_unet import LiteDiffusionModelUNet
+from tumorgen.models.uptake_embedding import attach_uptake_embedding
 
 # Flow time t in [0, 1] is scaled to MONAI's timestep range [0, 1000] before the sinusoidal embedding,
 # whose lowest frequencies were designed for integer steps up to about 1000.
@@ -31,11 +33,18 @@ class VelocityUNet(nn.Module):
         self.in_channels = unet.in_channels
         self.out_channels = unet.out_channels
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def uptake_embedded(self) -> bool:
+        """Whether the network takes the tumor's uptake through its time embedding (`uptake=` in forward)."""
+        return getattr(self.unet, "class_embedding", None) is not None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, uptake: torch.Tensor | None = None) -> torch.Tensor:
         """`x` `(B, in, h, w, d)`, `t` `(B,)` in [0, 1] -> `(B, out, h, w, d)`.
 
         The timestep stays float32 (MONAI's embedding calls `.float()`): float16 would round
-        t * 1000 to steps of up to 0.5 and lose the fine times near t = 1.
+        t * 1000 to steps of up to 0.5 and lose the fine times near t = 1. `uptake` `(B,)` in model
+        range (`UNTOLD` where not given) is required by a network with the uptake embedding and refused
+        by one without.
         """
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.ndim == 0:
@@ -44,7 +53,16 @@ class VelocityUNet(nn.Module):
             raise ValueError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]}")
-        return self.unet(x, timesteps=t * TIME_SCALE)
+        if not self.uptake_embedded:
+            if uptake is not None:
+                raise ValueError("this network has no uptake embedding: it takes no uptake")
+            return self.unet(x, timesteps=t * TIME_SCALE)
+        if uptake is None:
+            raise ValueError("this network embeds the tumor's uptake: give one per sample (UNTOLD where not known)")
+        uptake = torch.as_tensor(uptake, device=x.device, dtype=torch.float32).reshape(-1)
+        if uptake.shape != (x.shape[0],):
+            raise ValueError(f"uptake must have shape ({x.shape[0]},), got {tuple(uptake.shape)}")
+        return self.unet(x, timesteps=t * TIME_SCALE, class_labels=uptake)
 
 
 def build_velocity_unet(
@@ -58,6 +76,7 @@ def build_velocity_unet(
     in_channels: int | None = None,
     out_channels: int | None = None,
     lite: bool = False,
+    uptake_embedding: bool = False,
 ) -> VelocityUNet:
     """Build the SC-VFE network.
 
@@ -72,6 +91,7 @@ def build_velocity_unet(
         in_channels, out_channels: overrides for other uses of the backbone (the DDPM baselines).
         lite: wrap `LiteDiffusionModelUNet`, the pure-PyTorch twin of MONAI's network (same weights, same
             outputs), without importing MONAI: for inference.
+        uptake_embedding: add the tumor's uptake to the time embedding (`models.uptake_embedding`).
     """
     if len(attention_levels) != len(channels):
         raise ValueError(f"attention_levels {attention_levels} must have one entry per level of {channels}")
@@ -91,4 +111,6 @@ def build_velocity_unet(
         norm_num_groups=norm_num_groups,
         num_head_channels=num_head_channels,
     )
+    if uptake_embedding:
+        attach_uptake_embedding(unet)
     return VelocityUNet(unet=unet)

@@ -31,12 +31,17 @@ from __future__ import annotations
 import contextlib
 from typing import Callable
 
+import numpy as np
 import torch
 
 from tumorgen.bbox import box_indicator, latent_box_from_image_box
+from tumorgen.data.erase import erase_box
+from tumorgen.data.intensity import suv_to_model
+from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.flow import split_joint
 from tumorgen.models.refine import refine_mask
 from tumorgen.models.tumorgen import TumorGenModels, flow_condition
+from tumorgen.models.uptake_embedding import UNTOLD
 from tumorgen.models.vae import decode as decode_vae
 from tumorgen.models.vae import encode_mean
 from tumorgen.sampling import euler_sample
@@ -66,10 +71,6 @@ def _autocast(device: torch.device):
 
 def erase_in_windows(windows: torch.Tensor, boxes: torch.Tensor, seeds: list[int]) -> torch.Tensor:
     """Each window with its box erased (`data.erase`), the grain drawn from the sample's seed."""
-    import numpy as np
-
-    from tumorgen.data.erase import erase_box
-
     out = [torch.from_numpy(erase_box(w[0].float().cpu().numpy(), [int(v) for v in b],
                                       rng=np.random.default_rng([int(s), 3])))
            for w, b, s in zip(windows, boxes.tolist(), seeds)]
@@ -84,11 +85,6 @@ def uptake_for_samples(run: LoadedRun, seeds: list[int], suv_mean: float | None)
     sample's own seed, so the generated uptakes follow the training tumors' and a sample still
     depends on its seed alone.
     """
-    import numpy as np
-
-    from tumorgen.errors import TumorGenError, fail_on
-    from tumorgen.data.intensity import suv_to_model
-
     if not run.models.uptake_condition:
         if suv_mean is not None:
             raise TumorGenError(f"the model in {run.run_dir} was trained without flow.uptake_condition: "
@@ -139,6 +135,7 @@ def model_generator(
     margin: int | None = None,
     batch_unet: bool | None = None,
     suv_mean: float | None = None,
+    guidance: float | None = None,
 ) -> Callable:
     """Wrap a loaded run as `generate(window_image, boxes_in_window, seeds) -> (image_hat, mask_prob)`.
 
@@ -154,6 +151,8 @@ def model_generator(
             batch sizes); default: batched on CUDA only.
         suv_mean: the tumors' mean SUV, for a model trained with `flow.uptake_condition`; default: each
             sample draws one training tumor's (`uptake_for_samples`).
+        guidance: classifier-free guidance scale toward the uptake (`guided_velocity`); None: the run's
+            `flow.guidance`.
 
     Returns:
         The callable of `synthesis.pipeline`'s contract; its outputs are float32 on the CPU.
@@ -167,6 +166,7 @@ def model_generator(
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     steps = int(steps)
     uptake_for_samples(run, [0], suv_mean)  # refuse a bad suv_mean now, not at the first sample
+    guidance = check_guidance(run, guidance)
     margin = DEFAULT_MARGIN if margin is None else int(margin)
     if device is None:
         device = next(run.models.unet.parameters()).device
@@ -214,7 +214,7 @@ def model_generator(
             groups = [slice(0, len(seeds))] if batch_unet else [slice(b, b + 1) for b in range(len(seeds))]
             sampled = [sample_latents(models, windows[g], boxes_in_window[g].to(device), scale_factor=scale,
                                       steps=steps, noise=noise[g], latents=z[g], s=run.config.flow.s,
-                                      uptake=None if uptake is None else uptake[g].to(device))
+                                      uptake=None if uptake is None else uptake[g].to(device), guidance=guidance)
                        for g in groups]
             z_hat, m_hat, latent_boxes = (torch.cat(parts) for parts in zip(*sampled))  # (B, ...) each
             for b in range(len(seeds)):
@@ -225,6 +225,42 @@ def model_generator(
         return torch.cat(images), torch.cat(masks)  # (B, 1, Sx, Sy, Sz) each
 
     return generate
+
+
+def check_guidance(run: LoadedRun, guidance: float | None) -> float:
+    """The guidance scale to sample with: the user's, or the run's `flow.guidance`; refused where the
+    model never learnt the untold velocity that guidance steers from."""
+    guidance = float(run.config.flow.guidance if guidance is None else guidance)
+    if guidance < 0:
+        raise TumorGenError(f"guidance must be >= 0, got {guidance:g}")
+    if guidance != 1.0 and not (run.models.uptake_condition and run.config.flow.uptake_dropout > 0):
+        raise TumorGenError(f"the model in {run.run_dir} was trained without flow.uptake_dropout: it cannot be "
+                            "guided toward an uptake (use guidance 1)")
+    return guidance
+
+
+def guided_velocity(models: TumorGenModels, uptake: torch.Tensor | None, *, guidance: float = 1.0,
+                    cond_untold: torch.Tensor | None = None) -> Callable:
+    """The velocity the sampler integrates: `(x_in (B, C + C_cond, ...), t (B,)) -> v (B, C, ...)`.
+
+    With `guidance` w != 1, classifier-free guidance (Ho & Salimans 2022): v_untold + w (v_told -
+    v_untold), both from one U-Net call on the doubled batch; `cond_untold` is the condition with the
+    uptake `UNTOLD` (the sampler hands over the told one inside `x_in`).
+    """
+    if guidance == 1.0:
+        return lambda x_in, t: models.velocity(x_in, t, uptake)
+    if uptake is None or cond_untold is None:
+        raise ValueError("guidance needs the uptake and the untold condition")
+    state_channels = models.latent_channels + 1
+    untold = torch.full_like(uptake, UNTOLD)
+
+    def velocity(x_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x_untold = torch.cat([x_in[:, :state_channels], cond_untold], dim=1)  # (B, C + C_cond, ...)
+        v_told, v_untold = models.velocity(torch.cat([x_in, x_untold]), torch.cat([t, t]),
+                                           torch.cat([uptake, untold])).chunk(2)  # (B, C, ...) each
+        return v_untold + guidance * (v_told - v_untold)
+
+    return velocity
 
 
 @torch.no_grad()
@@ -240,6 +276,7 @@ def sample_latents(
     noise: torch.Tensor | None = None,
     latents: torch.Tensor | None = None,
     uptake: torch.Tensor | None = None,
+    guidance: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Synthesis steps 1-2 (docs/METHOD.md section 5): sampled latents and latent mask inside each box.
 
@@ -259,6 +296,7 @@ def sample_latents(
         latents: `encode_mean(vae, image)` (unscaled) when the caller already has it (e.g. encoded
             one sample at a time); default: encoded here.
         uptake: `(B,)` each tumor's mean SUV in model range, for a model with `flow.uptake_condition`.
+        guidance: classifier-free guidance scale w toward the uptake (`guided_velocity`); 1: none.
 
     Returns:
         (z_hat (B, c, h, w, d) scaled latents (divide by `scale_factor` to decode), m_hat (B, 1, h, w, d)
@@ -284,7 +322,13 @@ def sample_latents(
     elif tuple(noise.shape) != tuple(known.shape):
         raise ValueError(f"noise {tuple(noise.shape)} must have the joint state's shape {tuple(known.shape)}")
     noise = noise.to(device, z.dtype)
-    x1 = euler_sample(models.unet, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
+    cond_untold = None
+    if guidance != 1.0:
+        if uptake is None:
+            raise ValueError("guidance steers toward an uptake: give one per sample")
+        cond_untold = flow_condition(z * (1.0 - box), box, torch.full_like(uptake, UNTOLD), models)
+    velocity = guided_velocity(models, uptake, guidance=guidance, cond_untold=cond_untold)
+    x1 = euler_sample(velocity, noise, cond=cond, steps=steps, known=known, keep=1.0 - box)
     z_hat, m_hat = split_joint(x1.float(), latent_channels=c, s=s)
     return z_hat, m_hat, boxes
 

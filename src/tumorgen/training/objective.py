@@ -16,6 +16,7 @@ from tumorgen.flow import interpolate, joint_target, one_step_estimate, sample_t
 from tumorgen.losses import coarse_loss, fine_loss, refiner_loss
 from tumorgen.models import refine
 from tumorgen.models.tumorgen import TumorGenModels, flow_condition
+from tumorgen.models.uptake_embedding import UNTOLD
 from tumorgen.models.vae import encode_mean
 
 # lambda_1..3 of eq. 7: the config's defaults (FlowConfig, with their "why"), the one table of them
@@ -44,6 +45,7 @@ def training_losses(
     run_refiner: bool = True,
     refiner_margin: int | None = None,
     outside_weight: float = 1.0,
+    uptake_dropout: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms of eq. 7 for one batch; gradients flow to the U-Net and the refiner only.
@@ -75,6 +77,8 @@ def training_losses(
             2-3 latent voxels keep the decoder's border effects away from the tumor.
         outside_weight: weight of the flow loss outside the box (1 inside). The sampler replaces the
             state outside the box by the known path, so what the model predicts there is never used.
+        uptake_dropout: share of the batch told no uptake (`UNTOLD`), drawn per sample: the untold
+            velocity that classifier-free guidance needs at synthesis.
         generator: the seeded source of boxes, noise and times (on the batch's device or the CPU).
 
     Returns:
@@ -110,8 +114,12 @@ def training_losses(
     eps = torch.randn(y.shape, generator=generator, device=gen_device).to(device, y.dtype)
     t = sample_t(y.shape[0], kind=time_sampling, generator=generator, device=gen_device).to(device)
     x_t = interpolate(eps, y, t)
-    cond = flow_condition(z_box, box, batch.get("uptake"), models)  # (B, c + 1 [+ 1], h, w, d)
-    v_hat = models.unet(torch.cat([x_t, cond], dim=1), t)  # (B, c + 1, h, w, d)
+    uptake = batch.get("uptake")
+    if uptake is not None and uptake_dropout > 0.0:
+        dropped = torch.rand(uptake.shape, generator=generator, device=gen_device).to(device) < uptake_dropout
+        uptake = torch.where(dropped, torch.full_like(uptake, UNTOLD), uptake)  # (B,)
+    cond = flow_condition(z_box, box, uptake, models)  # (B, c + 1 [+ 1], h, w, d)
+    v_hat = models.velocity(torch.cat([x_t, cond], dim=1), t, uptake)  # (B, c + 1, h, w, d)
     if outside_weight == 1.0:
         rfm = F.mse_loss(v_hat, y - eps)
     else:  # a weighted mean: inside the box 1, outside `outside_weight`

@@ -107,7 +107,8 @@ def build_flow_models(cfg: Config, vae: nn.Module, *, lite: bool = False) -> nn.
         unet = build_velocity_unet(latent_channels=c, channels=f.channels,
                                    attention_levels=f.attention_levels, num_res_blocks=f.num_res_blocks,
                                    num_head_channels=f.num_head_channels, norm_num_groups=f.norm_num_groups,
-                                   in_channels=2 * c + 2 + int(f.uptake_condition), lite=lite)
+                                   in_channels=2 * c + 2 + int(f.uptake_condition), lite=lite,
+                                   uptake_embedding=f.uptake_embedding)
         refiner = MaskRefiner(feature_channels=decoder_feature_channels(vae), widths=f.refiner_widths)
     return nn.ModuleDict({"unet": unet, "refiner": refiner})
 

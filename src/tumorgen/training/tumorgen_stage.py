@@ -212,7 +212,8 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
                                          s=config.flow.s, time_sampling=config.flow.time_sampling, weights=weights,
                                          ablate=ablate, run_refiner=run_refiner,
                                          refiner_margin=config.flow.refiner_margin,
-                                         outside_weight=config.flow.outside_weight, generator=noise_gen)
+                                         outside_weight=config.flow.outside_weight,
+                                         uptake_dropout=config.flow.uptake_dropout, generator=noise_gen)
 
     def compile_fn(module: nn.ModuleDict) -> nn.ModuleDict:
         return nn.ModuleDict({"unet": torch.compile(module["unet"]), "refiner": module["refiner"]})
