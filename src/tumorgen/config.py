@@ -128,6 +128,25 @@ class HAGANConfig:
 
 
 @dataclass(frozen=True)
+class MedFusionConfig:
+    """MedFusion (Mueller-Franzes et al. 2023): its own VAE and its latent DDPM's settings (baselines/medfusion.py).
+
+    The VAE's levels and widths are the `vae` section's (the same compression and size as TumorGen's VAE);
+    what differs is MedFusion's: 8 latent channels, its blocks and its loss.
+    """
+
+    latent_channels: int = 8  # MedFusion's `emb_channels` (Stable Diffusion's VAE: 4)
+    kl_weight: float = 1e-6  # its `embedding_loss_weight`, on the KL summed over latent voxels
+    ssim_weight: float = 1.0  # its reconstruction loss: pixel MSE + (1 - SSIM), summed over voxels
+    deep_supervision: int = 1  # extra decoder outputs at the next-coarser scales, each with the same loss
+    beta_start: float = 0.002  # its GaussianNoiseScheduler: scaled-linear betas 0.002 -> 0.02, T = 1000
+    beta_end: float = 0.02
+    num_train_timesteps: int = 1000
+    sample_steps: int = 150  # its scripts/sample.py
+    sample_method: str = "ddpm"  # its DDIM with eta = 1, which is DDPM's ancestral step between strided timesteps
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimisation of one stage (the same fields for the VAE and for TumorGen)."""
 
@@ -161,6 +180,7 @@ class Config:
     ablate: tuple[str, ...] = ()  # subset of ABLATIONS: how the paper's ablation table is trained
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # the baselines (train-baseline)
     hagan: HAGANConfig = field(default_factory=HAGANConfig)  # train-baseline --method hagan
+    medfusion: MedFusionConfig = field(default_factory=MedFusionConfig)  # train-baseline --method medfusion
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +331,14 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(g.low_res_factor in (2, 4, 8), "hagan.low_res_factor must be 2, 4 or 8")
     need(g.sub_volumes >= 1, "hagan.sub_volumes must be >= 1")
     need(min(g.lr_g, g.lr_d, g.lr_e) > 0, "hagan.lr_g, lr_d and lr_e must be positive")
+    mf = cfg.medfusion
+    need(mf.latent_channels >= 1, "medfusion.latent_channels must be >= 1")
+    need(mf.kl_weight >= 0 and mf.ssim_weight >= 0, "medfusion.kl_weight and ssim_weight must be >= 0")
+    need(0 <= mf.deep_supervision < len(cfg.vae.channels), "medfusion.deep_supervision must be below the VAE's levels")
+    need(0.0 < mf.beta_start < mf.beta_end < 1.0, "medfusion needs 0 < beta_start < beta_end < 1")
+    need(mf.num_train_timesteps >= 2, "medfusion.num_train_timesteps must be at least 2")
+    need(1 <= mf.sample_steps <= mf.num_train_timesteps, "medfusion.sample_steps must be in [1, num_train_timesteps]")
+    need(mf.sample_method in ("ddim", "ddpm"), "medfusion.sample_method must be 'ddim' or 'ddpm'")
     unknown = [a for a in cfg.ablate if a not in ABLATIONS]
     need(not unknown, f"unknown ablation {unknown}; valid: {', '.join(ABLATIONS)}")
     for name in ("vae_train", "train"):
