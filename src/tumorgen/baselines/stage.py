@@ -1,17 +1,20 @@
-"""Train a diffusion baseline (DiffTumor inpainting or BLD) on the frozen VAE, with the shared fit loop.
+"""Train a learned baseline: DiffTumor inpainting or BLD here, on the frozen VAE with the shared fit loop.
 
-Same data, same VAE, same U-Net size as TumorGen, so a comparison measures the generative method: the
-denoiser is `build_velocity_unet` with the `flow` section's channels (2c + 1 -> c for DiffTumor,
-c -> c for BLD), the optimisation is the `train` section, the schedule the `diffusion` section.
+`train_baseline` is the one entry for the four learned baselines (`tumorgen train-baseline`): it
+trains DiffTumor and BLD itself and hands HA-GAN to `hagan_stage` and MedFusion (which trains its own
+VAE) to `medfusion_stage`. All four train on the same windows (`training_data`) with the `train`
+section's steps, batch and seed.
 
-Because the VAE is frozen, each tumor-bearing training volume is encoded once (posterior mean times
-the VAE's scale factor) and its latents and latent mask are kept in memory; a step only runs the
-U-Net. It trains on `training_data`'s windows (with `data.window = "box"`, TumorGen's bank of box windows:
-same spec, same seed, so the same windows), and its mask bank holds the windows' masks, at the scale at
-which synthesis cuts a window around a user's box. The run folder is laid out as
-`tumorgen train`'s (config.json, data.json, metrics.jsonl, loss_curve.png, checkpoints/ of kind
-"difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training tumors' masks that synthesis places
-into boxes.
+DiffTumor and BLD use the same data, the same VAE and the same U-Net size as TumorGen, so a comparison
+measures the generative method: the denoiser is `build_velocity_unet` with the `flow` section's channels
+(2c + 1 -> c for DiffTumor, c -> c for BLD), the optimisation is the `train` section, the schedule the
+`diffusion` section.
+
+Because the VAE is frozen, each training window is encoded once (posterior mean times the VAE's scale
+factor) and its latents and latent mask are kept in memory; a step only runs the U-Net. The run folder
+is laid out as `tumorgen train`'s (config.json, data.json, metrics.jsonl, loss_curve.png, checkpoints/
+of kind "difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training tumors' masks that synthesis
+places into boxes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from torch import nn
 
 from tumorgen.baselines.bld import bld_loss
 from tumorgen.baselines.difftumor import difftumor_loss, latent_mask
+from tumorgen.baselines.hagan_stage import train_hagan
 from tumorgen.baselines.latent_diffusion import DiffusionSchedule
+from tumorgen.baselines.medfusion_stage import train_medfusion
 from tumorgen.baselines.training_data import MASK_BANK_NAME, load_baseline_data, write_baseline_files
 from tumorgen.config import Config, DiffusionConfig, to_dict
 from tumorgen.errors import fail_on
@@ -39,8 +44,11 @@ from tumorgen.training.run_folder import load_vae
 from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, write_run_config
 from tumorgen.training.tumorgen_stage import encode_latents
 
-METHODS = ("difftumor", "bld")
-__all__ = ["MASK_BANK_NAME", "METHODS", "build_baseline_unet", "schedule_from_config", "train_baseline"]
+METHODS = ("difftumor", "bld")  # trained here, on TumorGen's frozen VAE
+ALL_METHODS = ("difftumor", "bld", "hagan", "medfusion")  # what `train_baseline` trains
+OWN_VAE_METHODS = ("hagan", "medfusion")  # need no --vae: HA-GAN works on the image, MedFusion trains its own
+__all__ = ["ALL_METHODS", "MASK_BANK_NAME", "METHODS", "OWN_VAE_METHODS", "build_baseline_unet",
+           "schedule_from_config", "train_baseline"]
 
 
 def schedule_from_config(d: DiffusionConfig) -> DiffusionSchedule:
@@ -61,21 +69,28 @@ def build_baseline_unet(cfg: Config, method: str) -> VelocityUNet:
                                    norm_num_groups=f.norm_num_groups, in_channels=in_channels, out_channels=c)
 
 
-def train_baseline(*, method: str, data: str | Path, vae_run: str | Path, out: str | Path, config: Config,
+def train_baseline(*, method: str, data: str | Path, vae_run: str | Path | None, out: str | Path, config: Config,
                    resume: bool = False, progress: bool = True) -> FitResult:
-    """Train the DiffTumor or BLD denoiser on top of a frozen VAE; write the run folder.
+    """Train a learned baseline; write the run folder.
 
     Args:
-        method: "difftumor" or "bld".
+        method: "difftumor" or "bld" (on the frozen VAE), "hagan" or "medfusion" (no VAE given).
         data: the PREP folder.
-        vae_run: a `train-vae` run folder or VAE checkpoint (ignored on resume: RUN/vae.pt is used).
+        vae_run: difftumor, bld: a `train-vae` run folder or VAE checkpoint (ignored on resume:
+            RUN/vae.pt is used). hagan, medfusion: None.
         out: the run folder to create (or continue with `resume`).
-        config: the resolved config; its `vae` section is replaced by the VAE run's own.
-        resume: continue from `out/checkpoints/last.pt`.
+        config: the resolved config; difftumor and bld replace its `vae` section by the VAE run's own.
+        resume: continue from the run's last checkpoint.
         progress: show a progress bar.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
+    if method == "hagan":
+        return train_hagan(data=data, out=out, config=config, resume=resume, progress=progress)
+    if method == "medfusion":
+        return train_medfusion(data=data, out=out, config=config, resume=resume, progress=progress)
+    if vae_run is None:
+        raise ValueError(f"{method} needs the VAE run it is built on")
     info = distributed.init_distributed(config.train.device)
     try:
         return _train(method=method, data=Path(data), vae_run=Path(vae_run), out=Path(out), config=config,
