@@ -23,6 +23,9 @@ from tumorgen.generators import build_generator
 from tumorgen.training.checkpoint import load_checkpoint
 from tumorgen.training.loop import read_metrics
 
+# one intra-op thread for the whole module: tiny 3D tensors on a loaded 2-core machine run many times
+# slower with two threads waiting on each other (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 3
 BOXES = torch.tensor([[4, 4, 4, 12, 12, 12], [0, 4, 8, 8, 16, 16]], dtype=torch.int64)
 
