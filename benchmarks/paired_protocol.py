@@ -2,7 +2,8 @@
 
     python benchmarks/paired_protocol.py --data PREP --out DIR [--split test|val] [--tumorgen RUN]
         [--steps 1,2,4,10,50] [--methods tumorgen,syntumor,blob,empty] [--seed 0]
-        [--difftumor RUN] [--bld RUN] [--baseline-steps 50] [--baseline-sampler ddim]
+        [--difftumor RUN] [--bld RUN] [--medfusion RUN] [--hagan RUN] [--baseline-steps 50]
+        [--baseline-sampler ddim]
         [--features inception|pixels|none] [--inception PATH] [--feature-cache DIR] [--device cpu]
         [--save-volumes] [--radiomics] [--overwrite]
 
@@ -10,8 +11,8 @@ The protocol itself (erase each real tumor's box, let every method regenerate it
 scan; FID/KID beside the real-vs-real floor, uptake, volume, shape, seam and time per case) is the
 package's: `tumorgen.evaluation.paired`, also as `tumorgen evaluate-paired`, whose docstrings say what
 every number is. This script keeps the benchmark's own arguments: a run folder per model method
-(`--tumorgen`, `--difftumor`, `--bld`), and by default every method whose run folder is given plus
-syntumor, blob and empty. It prints the table; one progress line per case on stderr.
+(`--tumorgen`, `--difftumor`, `--bld`, `--medfusion`, `--hagan`), and by default every method whose run
+folder is given plus syntumor, blob and empty. It prints the table; one progress line per case on stderr.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from tumorgen.errors import TumorGenError
 from tumorgen.evaluation.paired import run_paired, summary_lines
 
 FIXED_METHODS = ("syntumor", "blob", "empty")  # need no run folder
-MODEL_METHODS = ("tumorgen", "difftumor", "bld")
+MODEL_METHODS = ("tumorgen", "difftumor", "bld", "medfusion", "hagan")
 
 
 def methods_from_args(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
     """(kind, run folder) pairs in table order, from --methods and the run folders."""
-    runs = {"tumorgen": args.tumorgen, "difftumor": args.difftumor, "bld": args.bld}
+    runs = {m: getattr(args, m) for m in MODEL_METHODS}
     if args.methods is None:
         names = [m for m in MODEL_METHODS if runs[m] is not None] + list(FIXED_METHODS)
     else:
@@ -54,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tumorgen", type=Path, default=None, help="a `tumorgen train` run folder")
     parser.add_argument("--difftumor", type=Path, default=None, help="a DiffTumor run folder")
     parser.add_argument("--bld", type=Path, default=None, help="a BLD run folder")
+    parser.add_argument("--medfusion", type=Path, default=None, help="a MedFusion run folder")
+    parser.add_argument("--hagan", type=Path, default=None, help="a HA-GAN run folder")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated: tumorgen,difftumor,bld,syntumor,blob,empty (default: all available)")
+                        help="comma-separated: tumorgen,difftumor,bld,medfusion,hagan,syntumor,blob,empty "
+                             "(default: all available)")
     add_protocol_options(parser)
     parser.set_defaults(device="cpu")
     return parser

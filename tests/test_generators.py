@@ -62,7 +62,8 @@ def test_bad_kinds_steps_and_samplers_are_refused_with_a_sentence(tmp_path):
         build_generator("bld", tmp_path)
     with pytest.raises(TumorGenError, match="sampler euler does not apply"):
         build_generator("difftumor", tmp_path, sampler="euler")
-    assert set(KINDS) == {"tumorgen", "difftumor", "bld", "syntumor", "blob", "empty", "vae-roundtrip"}
+    assert set(KINDS) == {"tumorgen", "difftumor", "bld", "medfusion", "hagan", "syntumor", "blob", "empty",
+                          "vae-roundtrip"}
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "train", "train TumorGen: BA-PMG + SC-VFE rectified flow + VMR (stage 2)"),
     ("synthesize", "synthesize", "scan + box -> synthetic tumor image + mask, in the scan's own grid"),
     ("augment", "augment", "synthesize tumors into a dataset and write an nnU-Net v2 raw dataset"),
-    ("train-baseline", "train_baseline", "train a diffusion baseline (difftumor or bld) on the same VAE and backbone"),
+    ("train-baseline", "train_baseline", "train a baseline (difftumor, bld, medfusion, hagan) on the same data"),
     ("evaluate", "evaluate", "FID/KID per plane, DSC/NSD, uptake and seam checks of a generated set"),
     ("evaluate-paired", "evaluate_paired",
      "the paired protocol: every method regenerates the erased tumor boxes of held-out cases; table, floor, montage"),

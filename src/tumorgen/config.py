@@ -119,6 +119,40 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class HAGANConfig:
+    """HA-GAN (Sun et al. 2022), scaled from 256^3 volumes on a GPU to box windows on a CPU (baselines/hagan.py)."""
+
+    latent_dim: int = 64  # the noise vector (paper: 1024 for a 256^3 volume; a 32^3 window holds 1/512 of its voxels)
+    channels: int = 16  # width unit: the shared trunk runs at 4x, 2x this (paper: 32, trunk up to 16x)
+    low_res_factor: int = 2  # the whole low-resolution window is window / this (paper: 4, 256 -> 64); 4 would
+    # leave 8^3 for a 32^3 window, 6 voxels across a box
+    sub_volumes: int = 4  # the window's first axis in this many high-resolution slabs (paper: 8 of 256 voxels;
+    # here 8 of 32, so a slab is still 4 trunk voxels deep)
+    lr_g: float = 1e-4  # the paper's three Adam rates, betas (0, 0.999)
+    lr_d: float = 4e-4
+    lr_e: float = 1e-4
+
+
+@dataclass(frozen=True)
+class MedFusionConfig:
+    """MedFusion (Mueller-Franzes et al. 2023): its own VAE and its latent DDPM's settings (baselines/medfusion.py).
+
+    The VAE's levels and widths are the `vae` section's (the same compression and size as TumorGen's VAE);
+    what differs is MedFusion's: 8 latent channels, its blocks and its loss.
+    """
+
+    latent_channels: int = 8  # MedFusion's `emb_channels` (Stable Diffusion's VAE: 4)
+    kl_weight: float = 1e-6  # its `embedding_loss_weight`, on the KL summed over latent voxels
+    ssim_weight: float = 1.0  # its reconstruction loss: pixel MSE + (1 - SSIM), summed over voxels
+    deep_supervision: int = 1  # extra decoder outputs at the next-coarser scales, each with the same loss
+    beta_start: float = 0.002  # its GaussianNoiseScheduler: scaled-linear betas 0.002 -> 0.02, T = 1000
+    beta_end: float = 0.02
+    num_train_timesteps: int = 1000
+    sample_steps: int = 150  # its scripts/sample.py
+    sample_method: str = "ddpm"  # its DDIM with eta = 1, which is DDPM's ancestral step between strided timesteps
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimisation of one stage (the same fields for the VAE and for TumorGen)."""
 
@@ -151,6 +185,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)  # stage 2 (train)
     ablate: tuple[str, ...] = ()  # subset of ABLATIONS: how the paper's ablation table is trained
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)  # the baselines (train-baseline)
+    hagan: HAGANConfig = field(default_factory=HAGANConfig)  # train-baseline --method hagan
+    medfusion: MedFusionConfig = field(default_factory=MedFusionConfig)  # train-baseline --method medfusion
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +336,19 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
     need(0.0 < d.beta_start < d.beta_end < 1.0, "diffusion needs 0 < beta_start < beta_end < 1")
     need(1 <= d.sample_steps <= d.num_train_timesteps, "diffusion.sample_steps must be in [1, num_train_timesteps]")
     need(d.sample_method in ("ddim", "ddpm"), "diffusion.sample_method must be 'ddim' or 'ddpm'")
+    g = cfg.hagan
+    need(g.latent_dim >= 1 and g.channels >= 1, "hagan.latent_dim and hagan.channels must be >= 1")
+    need(g.low_res_factor in (2, 4, 8), "hagan.low_res_factor must be 2, 4 or 8")
+    need(g.sub_volumes >= 1, "hagan.sub_volumes must be >= 1")
+    need(min(g.lr_g, g.lr_d, g.lr_e) > 0, "hagan.lr_g, lr_d and lr_e must be positive")
+    mf = cfg.medfusion
+    need(mf.latent_channels >= 1, "medfusion.latent_channels must be >= 1")
+    need(mf.kl_weight >= 0 and mf.ssim_weight >= 0, "medfusion.kl_weight and ssim_weight must be >= 0")
+    need(0 <= mf.deep_supervision < len(cfg.vae.channels), "medfusion.deep_supervision must be below the VAE's levels")
+    need(0.0 < mf.beta_start < mf.beta_end < 1.0, "medfusion needs 0 < beta_start < beta_end < 1")
+    need(mf.num_train_timesteps >= 2, "medfusion.num_train_timesteps must be at least 2")
+    need(1 <= mf.sample_steps <= mf.num_train_timesteps, "medfusion.sample_steps must be in [1, num_train_timesteps]")
+    need(mf.sample_method in ("ddim", "ddpm"), "medfusion.sample_method must be 'ddim' or 'ddpm'")
     unknown = [a for a in cfg.ablate if a not in ABLATIONS]
     need(not unknown, f"unknown ablation {unknown}; valid: {', '.join(ABLATIONS)}")
     for name in ("vae_train", "train"):

@@ -13,7 +13,8 @@ kind, sample steps, sampler, whether it takes an uptake, where it was loaded fro
 - `tumorgen`: `api.TumorGen.load(source)` (None: the bundled model; a bundled name; an exported model
   folder; a `tumorgen train` run folder), then `TumorGen.synthesize` (window cut around the box,
   paste-back with a feathered seam and the scan's noise), as `tumorgen synthesize` runs it;
-- `difftumor`, `bld`: a `tumorgen train-baseline` run through the same synthesis pipeline;
+- `difftumor`, `bld`, `medfusion`, `hagan`: a `tumorgen train-baseline` run through the same synthesis
+  pipeline (the diffusion ones with a sampler and steps; HA-GAN in one pass);
 - `syntumor`: the rule-based baseline, its uptake fitted to reference tumors;
 - `blob`, `empty`: the anchors of `baselines.anchors`, the blob as hot as the reference tumors' median;
 - `vae-roundtrip`: no generator but a yardstick: the box of a scan through a TumorGen model's VAE and
@@ -39,8 +40,10 @@ from tumorgen.baselines.syntumor import SuvStats, SynTumor
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.files import sha256_file
 
-KINDS = ("tumorgen", "difftumor", "bld", "syntumor", "blob", "empty", "vae-roundtrip")
-MODEL_KINDS = ("tumorgen", "difftumor", "bld", "vae-roundtrip")  # loaded from a model or run folder
+KINDS = ("tumorgen", "difftumor", "bld", "medfusion", "hagan", "syntumor", "blob", "empty", "vae-roundtrip")
+BASELINE_KINDS = ("difftumor", "bld", "medfusion", "hagan")  # a `tumorgen train-baseline` run folder
+DIFFUSION_KINDS = ("difftumor", "bld", "medfusion")  # sampled with DDIM-N or DDPM-N
+MODEL_KINDS = ("tumorgen", *BASELINE_KINDS, "vae-roundtrip")  # loaded from a model or run folder
 # Given the real scan, not an erased one: its output keeps the real tumor (and its mask), seen through a model
 REAL_INPUT_KINDS = ("vae-roundtrip",)
 REFERENCE_KINDS = ("syntumor", "blob")  # fitted to reference tumors (SUV volumes and their masks)
@@ -54,11 +57,11 @@ class TumorGenerator:
     """A tumor generator and what is known about it.
 
     Args:
-        name: how tables and manifests name it (e.g. "tumorgen-10", "difftumor-ddim-50").
+        name: how tables and manifests name it (e.g. "tumorgen-10", "difftumor-ddim-50", "hagan").
         kind: one of `KINDS`.
         make: `(suv, affine, box, seed, suv_mean) -> (suv_out, mask)`; call the record instead.
         steps: sampling steps (model kinds), else None.
-        sampler: "euler" (tumorgen), "ddim" or "ddpm" (difftumor, bld), else None.
+        sampler: "euler" (tumorgen), "ddim" or "ddpm" (difftumor, bld, medfusion), else None.
         uptake_conditioned: takes `suv_mean` (a TumorGen trained with `flow.uptake_condition`).
         source: the model or run folder it was loaded from (model kinds), else None.
         record: what a manifest records about the model: {"run", "version", "step", "checkpoint_sha256"}
@@ -94,9 +97,11 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
     Args:
         kind: one of `KINDS`.
         source: tumorgen: None (the bundled model), a bundled name, an exported model folder or a run
-            folder; difftumor/bld: the `train-baseline` run folder. Not for the other kinds.
-        steps: sampling steps; None: the model's own (`flow.sample_steps`, `diffusion.sample_steps`).
-        sampler: tumorgen: "euler" (or None); difftumor/bld: "ddim" (default) or "ddpm".
+            folder; difftumor/bld/medfusion/hagan: the `train-baseline` run folder. Not for the other kinds.
+        steps: sampling steps; None: the model's own (`flow.sample_steps`, `diffusion.sample_steps`,
+            `medfusion.sample_steps`). Not for hagan, which generates in one pass.
+        sampler: tumorgen: "euler" (or None); difftumor/bld: "ddim" (default) or "ddpm"; medfusion: None
+            (its own: DDIM with eta = 1, i.e. "ddpm") or either. Not for hagan.
         device: "auto", "cpu" or "cuda".
         reference: syntumor/blob: `(suv_volumes, masks)` of real tumors their uptake is fitted to.
         seed: syntumor's own seed (its per-sample draws come from the call's seed).
@@ -117,8 +122,12 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
         raise TumorGenError(f"guidance applies to tumorgen only, not {kind}")
     elif kind == "vae-roundtrip":
         generator = _roundtrip(source, device=device, model=model, grid=grid)
-    elif kind in ("difftumor", "bld"):
-        generator = _baseline(kind, source, steps=steps, sampler=sampler or "ddim", device=device, grid=grid)
+    elif kind in BASELINE_KINDS:
+        if kind == "hagan" and (steps is not None or sampler is not None):
+            raise TumorGenError("hagan generates in one pass: sampling steps and a sampler do not apply to it")
+        if kind in ("difftumor", "bld"):
+            sampler = sampler or "ddim"
+        generator = _baseline(kind, source, steps=steps, sampler=sampler, device=device, grid=grid)
     elif kind in REFERENCE_KINDS:
         if reference is None or not len(reference[0]):
             raise TumorGenError(f"{kind} needs reference tumors (SUV volumes and masks) to fit its uptake to")
@@ -226,7 +235,7 @@ def _baseline(kind, source, *, steps, sampler, device, grid) -> TumorGenerator:
 
     if source is None:
         raise TumorGenError(f"{kind} needs its run folder (`tumorgen train-baseline --method {kind}`)")
-    if sampler not in BASELINE_SAMPLERS:
+    if sampler is not None and sampler not in BASELINE_SAMPLERS:
         raise TumorGenError(f"sampler {sampler} does not apply to {kind}; use ddim or ddpm")
     run_dir = Path(source)
     data_json = run_dir / "data.json"
@@ -248,5 +257,6 @@ def _baseline(kind, source, *, steps, sampler, device, grid) -> TumorGenerator:
 
     record = {"run": str(run_dir), "version": __version__, "step": window.baseline.step,
               "checkpoint_sha256": sha256_file(run_dir / "checkpoints" / "last.pt")}
-    return TumorGenerator(name=f"{kind}-{window.method}-{window.steps}", kind=kind, make=make, steps=window.steps,
-                          sampler=window.method, source=str(run_dir), record=record, window=window, info=info)
+    name = kind if window.method is None else f"{kind}-{window.method}-{window.steps}"  # HA-GAN: no sampler
+    return TumorGenerator(name=name, kind=kind, make=make, steps=window.steps, sampler=window.method,
+                          source=str(run_dir), record=record, window=window, info=info)

@@ -74,15 +74,21 @@ def ddpm_loss(
     schedule: DiffusionSchedule,
     cond: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    distance: str = "mse",
 ) -> torch.Tensor:
-    """The DDPM objective `|| eps_theta([x_t ; cond], t) - eps ||^2` with uniformly drawn integer t."""
+    """The DDPM objective `|| eps_theta([x_t ; cond], t) - eps ||^2` with uniformly drawn integer t.
+
+    `distance="l1"` takes the mean absolute error instead (MedFusion's objective).
+    """
+    if distance not in ("mse", "l1"):
+        raise ValueError(f"distance must be 'mse' or 'l1', got {distance!r}")
     n = x0.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (n,), generator=generator, device="cpu").to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device="cpu").to(x0.device, x0.dtype)
     x_t = add_noise(schedule, x0, noise, t)
     net_in = x_t if cond is None else torch.cat([x_t, cond], dim=1)  # (B, c [+ cond], h, w, d)
     eps_hat = eps_fn(net_in, t.to(x0.dtype) / schedule.num_train_timesteps)
-    return F.mse_loss(eps_hat, noise)
+    return F.mse_loss(eps_hat, noise) if distance == "mse" else F.l1_loss(eps_hat, noise)
 
 
 def sample(

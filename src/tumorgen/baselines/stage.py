@@ -1,17 +1,20 @@
-"""Train a diffusion baseline (DiffTumor inpainting or BLD) on the frozen VAE, with the shared fit loop.
+"""Train a learned baseline: DiffTumor inpainting or BLD here, on the frozen VAE with the shared fit loop.
 
-Same data, same VAE, same U-Net size as TumorGen, so a comparison measures the generative method: the
-denoiser is `build_velocity_unet` with the `flow` section's channels (2c + 1 -> c for DiffTumor,
-c -> c for BLD), the optimisation is the `train` section, the schedule the `diffusion` section.
+`train_baseline` is the one entry for the four learned baselines (`tumorgen train-baseline`): it
+trains DiffTumor and BLD itself and hands HA-GAN to `hagan_stage` and MedFusion (which trains its own
+VAE) to `medfusion_stage`. All four train on the same windows (`training_data`) with the `train`
+section's steps, batch and seed.
 
-Because the VAE is frozen, each tumor-bearing training volume is encoded once (posterior mean times
-the VAE's scale factor) and its latents and latent mask are kept in memory; a step only runs the
-U-Net. With `data.window = "box"` (the ibsi and phantom presets) it trains on TumorGen's bank of box
-windows — same spec, same seed, so the same windows — and its mask bank holds the windows' masks, at
-the scale at which synthesis cuts a window around a user's box. The run folder is laid out as
-`tumorgen train`'s (config.json, data.json, metrics.jsonl, loss_curve.png, checkpoints/ of kind
-"difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training tumors' masks that synthesis places
-into boxes.
+DiffTumor and BLD use the same data, the same VAE and the same U-Net size as TumorGen, so a comparison
+measures the generative method: the denoiser is `build_velocity_unet` with the `flow` section's channels
+(2c + 1 -> c for DiffTumor, c -> c for BLD), the optimisation is the `train` section, the schedule the
+`diffusion` section.
+
+Because the VAE is frozen, each training window is encoded once (posterior mean times the VAE's scale
+factor) and its latents and latent mask are kept in memory; a step only runs the U-Net. The run folder
+is laid out as `tumorgen train`'s (config.json, data.json, metrics.jsonl, loss_curve.png, checkpoints/
+of kind "difftumor" or "bld", vae.pt) plus `mask_bank.npz`, the training tumors' masks that synthesis
+places into boxes.
 """
 
 from __future__ import annotations
@@ -20,31 +23,32 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from tumorgen.baselines.bld import bld_loss
 from tumorgen.baselines.difftumor import difftumor_loss, latent_mask
+from tumorgen.baselines.hagan_stage import train_hagan
 from tumorgen.baselines.latent_diffusion import DiffusionSchedule
-from tumorgen.baselines.mask_bank import MaskBank
+from tumorgen.baselines.medfusion_stage import train_medfusion
+from tumorgen.baselines.training_data import MASK_BANK_NAME, load_baseline_data, write_baseline_files
 from tumorgen.config import Config, DiffusionConfig, to_dict
-from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
-from tumorgen.io.atomic import atomic_path, write_json
+from tumorgen.io.atomic import atomic_path
 from tumorgen.io.files import sha256_file
 from tumorgen.models import vae as vae_lib
 from tumorgen.models.velocity_unet import VelocityUNet, build_velocity_unet
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import load_vae
-from tumorgen.training.run_setup import (
-    claim_run_dir, seeded_generator, seeded_init, stack_volumes, write_run_config,
-)
-from tumorgen.training.tumorgen_stage import box_window_bank, describe_data, encode_latents
+from tumorgen.training.run_setup import claim_run_dir, seeded_generator, seeded_init, write_run_config
+from tumorgen.training.tumorgen_stage import encode_latents
 
-METHODS = ("difftumor", "bld")
-MASK_BANK_NAME = "mask_bank.npz"
+METHODS = ("difftumor", "bld")  # trained here, on TumorGen's frozen VAE
+ALL_METHODS = ("difftumor", "bld", "hagan", "medfusion")  # what `train_baseline` trains
+OWN_VAE_METHODS = ("hagan", "medfusion")  # need no --vae: HA-GAN works on the image, MedFusion trains its own
+__all__ = ["ALL_METHODS", "MASK_BANK_NAME", "METHODS", "OWN_VAE_METHODS", "build_baseline_unet",
+           "schedule_from_config", "train_baseline"]
 
 
 def schedule_from_config(d: DiffusionConfig) -> DiffusionSchedule:
@@ -65,21 +69,28 @@ def build_baseline_unet(cfg: Config, method: str) -> VelocityUNet:
                                    norm_num_groups=f.norm_num_groups, in_channels=in_channels, out_channels=c)
 
 
-def train_baseline(*, method: str, data: str | Path, vae_run: str | Path, out: str | Path, config: Config,
+def train_baseline(*, method: str, data: str | Path, vae_run: str | Path | None, out: str | Path, config: Config,
                    resume: bool = False, progress: bool = True) -> FitResult:
-    """Train the DiffTumor or BLD denoiser on top of a frozen VAE; write the run folder.
+    """Train a learned baseline; write the run folder.
 
     Args:
-        method: "difftumor" or "bld".
+        method: "difftumor" or "bld" (on the frozen VAE), "hagan" or "medfusion" (no VAE given).
         data: the PREP folder.
-        vae_run: a `train-vae` run folder or VAE checkpoint (ignored on resume: RUN/vae.pt is used).
+        vae_run: difftumor, bld: a `train-vae` run folder or VAE checkpoint (ignored on resume:
+            RUN/vae.pt is used). hagan, medfusion: None.
         out: the run folder to create (or continue with `resume`).
-        config: the resolved config; its `vae` section is replaced by the VAE run's own.
-        resume: continue from `out/checkpoints/last.pt`.
+        config: the resolved config; difftumor and bld replace its `vae` section by the VAE run's own.
+        resume: continue from the run's last checkpoint.
         progress: show a progress bar.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"method must be one of {ALL_METHODS}, got {method!r}")
+    if method == "hagan":
+        return train_hagan(data=data, out=out, config=config, resume=resume, progress=progress)
+    if method == "medfusion":
+        return train_medfusion(data=data, out=out, config=config, resume=resume, progress=progress)
+    if vae_run is None:
+        raise ValueError(f"{method} needs the VAE run it is built on")
     info = distributed.init_distributed(config.train.device)
     try:
         return _train(method=method, data=Path(data), vae_run=Path(vae_run), out=Path(out), config=config,
@@ -96,40 +107,27 @@ def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config,
     config = dataclasses.replace(config, vae=vae_cfg.vae, vae_train=vae_cfg.vae_train,
                                  flow=dataclasses.replace(config.flow, uptake_condition=False))
 
-    dataset = load_prepared(data)
-    cases = dataset.tumor_cases(split="train")
-    if not cases:
-        raise fail_on(data / "dataset.json", f"has no tumor-bearing training cases to train {method} on")
     factor = vae_lib.latent_factor(vae)
-    loaded = [case.load() for case in cases]
-    if config.data.window == "box":  # TumorGen's bank of box windows (same spec, same seed): the same data
-        window_images, window_masks, _ = box_window_bank(config, dataset, loaded)
-        volumes, masks = torch.from_numpy(window_images), torch.from_numpy(window_masks)  # (N*K, 1, S, S, S)
-        bank_masks = [m[0] for m in window_masks]  # masks at the window's scale, where synthesis places them
-    else:
-        levels = 2 ** (len(config.flow.channels) - 1)
-        if any(s % (factor * levels) for s in dataset.size):
-            raise fail_on(data / "dataset.json", f"size {dataset.size} is not divisible by the VAE factor {factor} "
-                                                 f"times the U-Net's {levels} levels")
-        volumes = stack_volumes([im for im, _, _ in loaded])  # (N, 1, X, Y, Z)
-        masks = stack_volumes([m.astype(np.float32) for _, m, _ in loaded])  # (N, 1, X, Y, Z)
-        bank_masks = [m for _, m, _ in loaded]
-    latents = encode_latents(vae, volumes, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
-    latent_masks = latent_mask(masks, factor)  # (N, 1, h, w, d)
+    windows = load_baseline_data(config, data, method=method)
+    levels = 2 ** (len(config.flow.channels) - 1)
+    if config.data.window != "box" and any(s % (factor * levels) for s in windows.dataset.size):
+        raise fail_on(data / "dataset.json", f"size {windows.dataset.size} is not divisible by the VAE factor "
+                                             f"{factor} times the U-Net's {levels} levels")
+    latents = encode_latents(vae, windows.images, scale_factor=scale_factor, device=info.device)  # (N, c, h, w, d)
+    latent_masks = latent_mask(windows.masks, factor)  # (N, 1, h, w, d)
 
     claim_run_dir(out, resume=resume, is_main=info.is_main)
     distributed.barrier(info)
     if info.is_main and not resume:
         with atomic_path(out / "vae.pt") as tmp:
             shutil.copyfile(vae_path, tmp)
-        MaskBank.from_masks(bank_masks).save(out / MASK_BANK_NAME)
-        described = describe_data(dataset, cases, [m for _, m, _ in loaded], [a for _, _, a in loaded],
-                                  vae_sha256=sha256_file(out / "vae.pt"), config=config, latent_factor=factor)
-        write_json(out / "data.json", {**described, "method": method})
+        write_baseline_files(out, windows, config, method=method, latent_factor=factor,
+                             vae_sha256=sha256_file(out / "vae.pt"))
     if info.is_main:
         write_run_config(config, out)
     distributed.barrier(info)
     vae_sha = sha256_file(out / "vae.pt")
+    dataset = windows.dataset
 
     model = build_baseline_unet(config, method)
     schedule = schedule_from_config(config.diffusion)

@@ -7,7 +7,8 @@ uptake, volume, shape and seam per case. Writes OUT/table.md, table.csv, metrics
 and prints the table (`tumorgen.evaluation.paired`).
 
 Methods (--methods, comma-separated, in table order): tumorgen[=MODEL] (the bundled model, a bundled
-name, an exported model or a run folder; one row per --steps), difftumor=RUN, bld=RUN, syntumor, blob
+name, an exported model or a run folder; one row per --steps), difftumor=RUN, bld=RUN, medfusion=RUN
+(all three sampled with --baseline-sampler and --baseline-steps), hagan=RUN (one pass), syntumor, blob
 (a hot ellipsoid anchor), empty (the erased scan: the score of removing the tumor) and
 vae-roundtrip[=MODEL] (no generator: the real tumor through the model's VAE and back, the same window
 and seam; what its latent space can hold at all).
@@ -15,6 +16,7 @@ and seam; what its latent space can hold at all).
 Examples:
   tumorgen evaluate-paired --data prep --out eval/paired --methods tumorgen=runs/tg,syntumor,blob,empty
   tumorgen evaluate-paired --data prep --out eval/paired --methods tumorgen,difftumor=runs/dt --steps 1,10
+  tumorgen evaluate-paired --data prep --out eval/paired --methods tumorgen=runs/tg,hagan=runs/hagan,medfusion=runs/mf
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="a PREP cache (`tumorgen prepare`) with its test split")
     parser.add_argument("--out", required=True, help="the output folder")
     parser.add_argument("--methods", default="tumorgen,syntumor,blob,empty",
-                        help="comma-separated KIND[=MODEL]: tumorgen[=MODEL], difftumor=RUN, bld=RUN, syntumor, "
-                             "blob, empty (default: the bundled TumorGen, syntumor, blob, empty)")
+                        help="comma-separated KIND[=MODEL]: tumorgen[=MODEL], difftumor=RUN, bld=RUN, "
+                             "medfusion=RUN, hagan=RUN, syntumor, blob, empty (default: the bundled TumorGen, "
+                             "syntumor, blob, empty)")
     add_protocol_options(parser)
 
 
@@ -43,7 +46,7 @@ def add_protocol_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--told-steps", default="10",
                         help="for an uptake-conditioned TumorGen, also rows `tumorgen-N-told` given each real "
                              "tumor's mean SUV (comma-separated step counts; empty: none)")
-    parser.add_argument("--baseline-steps", type=int, default=50, help="sampling steps for difftumor / bld")
+    parser.add_argument("--baseline-steps", type=int, default=50, help="sampling steps for difftumor / bld / medfusion")
     parser.add_argument("--baseline-sampler", choices=("ddim", "ddpm"), default="ddim")
     parser.add_argument("--seed", type=int, default=0, help="seeds erasing, sampling, the floor's draws and KID")
     parser.add_argument("--features", choices=FEATURES, default="inception",

@@ -4,7 +4,7 @@ Every method gets the same boxes: the BA-PMG box of each case's real tumor (a tr
 the body for healthy cases), drawn from --seed alone. The PREP grid is the model's window, so nothing
 is resampled; the generated box is blended into the scan as `tumorgen synthesize` does. For tumorgen,
 --model defaults to the bundled model (or names another bundled model, an exported model folder or
-a run folder); difftumor and bld need their run folder; SynTumor needs no --model (its uptake comes
+a run folder); difftumor, bld, medfusion and hagan need their run folder; SynTumor needs no --model (its uptake comes
 from the PREP training tumors).
 
 Examples:
@@ -21,9 +21,10 @@ from tumorgen.commands.synthesize import MODEL_HELP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, choices=("tumorgen", "difftumor", "bld", "syntumor"))
+    parser.add_argument("--method", required=True,
+                        choices=("tumorgen", "difftumor", "bld", "medfusion", "hagan", "syntumor"))
     parser.add_argument("--model", default=None, metavar="MODEL",
-                        help=f"tumorgen: {MODEL_HELP}. difftumor, bld: the run folder from "
+                        help=f"tumorgen: {MODEL_HELP}. difftumor, bld, medfusion, hagan: the run folder from "
                              "`tumorgen train-baseline` (required). syntumor: none")
     parser.add_argument("--data", required=True, help="the PREP folder written by `tumorgen prepare`")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="which split to generate into")
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="sampling steps (default: the run's flow.sample_steps or diffusion.sample_steps)")
     parser.add_argument("--sampler", choices=("euler", "ddpm", "ddim"), default=None,
-                        help="euler for tumorgen; ddpm or ddim for difftumor/bld (default ddim)")
+                        help="euler for tumorgen; ddpm or ddim for difftumor/bld (default ddim) and medfusion "
+                             "(default its own); none for hagan")
     parser.add_argument("--seed", type=int, default=0, help="boxes and samples derive from it (default 0)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--latent-factor", type=int, default=None,

@@ -31,7 +31,7 @@ from tumorgen.generators import build_generator
 from tumorgen.io.atomic import staged_dir
 from tumorgen.synthesis.pipeline import sample_seeds
 
-METHODS = ("tumorgen", "difftumor", "bld", "syntumor")
+METHODS = ("tumorgen", "difftumor", "bld", "medfusion", "hagan", "syntumor")
 FEATHER = 3  # seam width in voxels, the same as `tumorgen synthesize`'s default
 
 

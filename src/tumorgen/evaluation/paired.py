@@ -24,8 +24,8 @@ the same scan, so the real scan is the answer key:
 
 Methods: `tumorgen` (one row per Euler step count in `steps`, named `tumorgen-N`; an uptake-conditioned
 model draws each tumor's mean SUV from the training tumors', and adds rows `tumorgen-N-told` for N in
-`told_steps`, told each real tumor's mean SUV), `difftumor` and `bld` (`baseline_sampler` with
-`baseline_steps`), `syntumor` and `blob` (fitted to the train split's tumors), `empty` (the erased scan,
+`told_steps`, told each real tumor's mean SUV), `difftumor`, `bld` and `medfusion` (`baseline_sampler`
+with `baseline_steps`, the same for all three), `hagan` (one pass, no sampler), `syntumor` and `blob` (fitted to the train split's tumors), `empty` (the erased scan,
 empty mask: the score of removing the tumor). For the model methods the fixed cost (loading, plus a
 first call on the first case) is reported apart from seconds per sample.
 
@@ -63,7 +63,7 @@ from tumorgen.evaluation.radiomics_compare import compare_panels
 from tumorgen.evaluation.radiomics_compare import render as render_radiomics
 from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
 from tumorgen.evaluation.tumor_measures import connected_components, seam_step
-from tumorgen.generators import (KINDS, MODEL_KINDS, REAL_INPUT_KINDS, TumorGenerator, build_generator,
+from tumorgen.generators import (BASELINE_KINDS, KINDS, MODEL_KINDS, REAL_INPUT_KINDS, TumorGenerator, build_generator,
                                  reference_uptake)
 from tumorgen.io.atomic import staged_dir, write_json, write_text
 from tumorgen.synthesis.montage import Panel, write_montage
@@ -179,11 +179,12 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
         data: the PREP cache (`tumorgen prepare`).
         out: the output folder (built in a staging folder, moved into place at the end).
         methods: (kind, model) pairs in table order; model: tumorgen: None (the bundled model), a
-            bundled name, an exported model or a run folder; difftumor/bld: the run folder; else None.
+            bundled name, an exported model or a run folder; difftumor/bld/medfusion/hagan: the run folder;
+            else None.
         split: "test" (the PREP test split) or "val" (`val_cases` train cases drawn with `val_seed`).
         steps: Euler step counts for TumorGen, one row each.
         told_steps: for an uptake-conditioned TumorGen, rows told each real tumor's mean SUV.
-        baseline_steps, baseline_sampler: DiffTumor / BLD sampling.
+        baseline_steps, baseline_sampler: DiffTumor / BLD / MedFusion sampling.
         seed: seeds erasing, sampling, the floor's draws and KID.
         features: "inception" (FID), "pixels" (32x32 thumbnails, smoke tests) or "none".
         inception: a local TorchScript FID Inception file.
@@ -213,7 +214,7 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
     for kind, source in methods:
         if kind not in KINDS:
             raise TumorGenError(f"--methods: unknown {kind!r}; choose from {', '.join(KINDS)}")
-        if kind in ("difftumor", "bld") and source is None:
+        if kind in BASELINE_KINDS and source is None:
             raise TumorGenError(f"--methods {kind} needs its run folder ({kind}=RUN)")
     if Path(out).exists() and not overwrite:
         raise fail_on(out, "already exists; pass --overwrite to replace it")
@@ -283,7 +284,7 @@ def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sam
             rows += [Row(f"tumorgen-{n}-told", build_generator("tumorgen", model=tg, steps=n, guidance=guidance),
                          told=True) for n in told_steps]
         return rows
-    if kind in REAL_INPUT_KINDS:
+    if kind in REAL_INPUT_KINDS or kind == "hagan":  # HA-GAN draws in one pass: no sampler, no steps
         return [Row(kind, build_generator(kind, source, device=device, grid=grid))]
     generator = build_generator(kind, source, steps=baseline_steps, sampler=baseline_sampler, device=device,
                                 grid=grid)
@@ -423,7 +424,7 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
         "n_train_reference": len(train_suv), "blob_uptake_suv": reference_uptake(train_suv, train_masks),
         "tumorgen": {"run": sources["tumorgen"], "steps": steps} if "tumorgen" in fixed_cost else None,
         "fixed_cost": fixed_cost,
-        "baselines": {"difftumor": sources.get("difftumor"), "bld": sources.get("bld"), "steps": baseline_steps,
+        "baselines": {**{kind: sources.get(kind) for kind in BASELINE_KINDS}, "steps": baseline_steps,
                       "sampler": baseline_sampler},
         "floor": floor, "fid": fid, "summary": summaries, "per_case": per_case, "notes": notes,
         "table": table_rows, "radiomics": radiomic, "uptake_request": requests, "guidance": guidance,

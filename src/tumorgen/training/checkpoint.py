@@ -22,7 +22,8 @@ from tumorgen.io.files import read_torch_file
 
 FORMAT = "tumorgen-checkpoint"
 VERSION = 1
-KINDS = ("vae", "tumorgen", "difftumor", "bld", "segmenter")  # difftumor, bld: the DDPM baselines; segmenter: train-seg
+# difftumor, bld, medfusion: the DDPM baselines (medfusion-vae: MedFusion's own VAE); hagan: the GAN; segmenter: train-seg
+KINDS = ("vae", "tumorgen", "difftumor", "bld", "hagan", "medfusion", "medfusion-vae", "segmenter")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _STEP_FILE = re.compile(r"^step_(\d{7,})\.pt$")
 

@@ -58,6 +58,10 @@ class Stage:
         config: the whole run config as a dict, stored in every checkpoint.
         compile_fn: how to torch.compile the model when `train.compile` is on (default: the whole
             module); the result is what `step_fn` receives, the weights stay shared.
+        optimizer: the optimizer to use and checkpoint (default: AdamW over the trainable parameters
+            at `train.lr`), e.g. one with a parameter group per network at its own rate.
+        manual_update: `step_fn` runs its own backward passes and `optimizer.step()`s (a GAN's
+            alternating updates); `fit` then only logs, averages the weights and checkpoints.
     """
 
     kind: str
@@ -68,6 +72,8 @@ class Stage:
     config: dict
     extra_fn: Callable[[nn.Module], dict] | None = None
     compile_fn: Callable[[nn.Module], nn.Module] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    manual_update: bool = False
 
 
 @dataclass
@@ -136,7 +142,7 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
     metrics_path = run_dir / "metrics.jsonl"
     model = stage.model.to(info.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = stage.optimizer or torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     distributed.broadcast_parameters(model, info)
     ema = EMA(model=model, decay=train.ema_decay)
 
@@ -168,11 +174,12 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage.kind} loss became {loss.item()} at step {step}")
-        loss.backward()
-        distributed.average_gradients(params, info)
-        if train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
-        optimizer.step()
+        if not stage.manual_update:
+            loss.backward()
+            distributed.average_gradients(params, info)
+            if train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+            optimizer.step()
         done = step + 1
         ema.update(model, num_updates=done)
         interval_seconds += time.perf_counter() - step_start

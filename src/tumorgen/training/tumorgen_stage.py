@@ -56,7 +56,7 @@ def tight_box_sizes(mask: np.ndarray) -> list[int]:
 
 
 def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affines: list[np.ndarray], *,
-                  vae_sha256: str, latent_factor: int, config: Config | None = None,
+                  vae_sha256: str | None, latent_factor: int, config: Config | None = None,
                   images: list[np.ndarray] | None = None) -> dict:
     """The run's data.json: what synthesis needs to know about the training data and the model's window.
 
