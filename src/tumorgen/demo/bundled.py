@@ -4,9 +4,9 @@ What a newcomer should see first is the product, not a training run: the model t
 package grows tumors (1) in the box of each real sarcoma of the shipped example scans (the real tumor
 is erased first, so the real one above and the synthetic one below can be compared) and (2) in the
 lungs of healthy PET/CT phantoms (boxes found on CT). Every sample is judged by the demo's four
-tumor checks (`quality.tumor_check`), shown in montages and listed in `report.md`. No training: a
-few minutes on 2 CPU cores, set-up included. `tumorgen demo --train` runs the train-on-phantoms
-pipeline instead (`demo.run`).
+tumor checks (`evaluation.tumor_measures.tumor_check`), shown in montages and listed in `report.md`.
+No training: a few minutes on 2 CPU cores, set-up included. `tumorgen demo --train` runs the
+train-on-phantoms pipeline instead (`demo.run`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from tumorgen.api import TumorGen
 from tumorgen.data.examples import example_cases, tumor_box
 from tumorgen.data.phantom_layouts import write_phantom_dataset
 from tumorgen.demo.montage import write_labelled_rows
-from tumorgen.demo.quality import tumor_check, tumor_summary
+from tumorgen.demo.quality import tumor_summary
 from tumorgen.demo.report_bundled import render_bundled_report
 from tumorgen.errors import TumorGenError
+from tumorgen.evaluation.tumor_measures import tumor_check
 from tumorgen.io.atomic import write_text
 from tumorgen.io.nifti import load_volume
 from tumorgen.synthesis.pipeline import derived_seed, write_outputs

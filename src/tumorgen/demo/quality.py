@@ -14,35 +14,14 @@ from typing import Sequence
 import numpy as np
 
 from tumorgen.evaluation.tumor_measures import (
-    box_slices, component_sizes, connected_components, noise_inside_vs_outside,
+    box_slices, connected_components, noise_inside_vs_outside, tumor_check,
 )
 from tumorgen.synthesis.manifest import tumor_stats
+
 
 def tumor_summary(image: np.ndarray, mask: np.ndarray, spacing) -> dict:
     """Volume (mL), SUV mean/max inside the mask and the number of connected components."""
     return {**tumor_stats(image, mask, spacing), "components": connected_components(mask)}
-
-
-def tumor_check(image: np.ndarray, mask: np.ndarray, box) -> dict:
-    """Does a synthetic sample look like a tumor? The demo's four criteria (issue: "the demo shows tumors").
-
-    A sample passes when its mask is not empty, its largest connected component holds >= 90% of it,
-    it fills 5-95% of its box, and the mean SUV inside it is >= 2x the median of the box's voxels
-    outside it (hotter than what it displaced).
-    """
-    inside = box_slices(box)
-    in_box = mask[inside] > 0
-    voxels = int(in_box.sum())
-    row = {"nonempty": voxels > 0, "largest_share": 0.0, "box_share": float(in_box.mean()), "contrast": 0.0}
-    if voxels:
-        sizes = component_sizes(mask)
-        row["largest_share"] = float(sizes.max() / sizes.sum())
-        around = image[inside][~in_box]
-        background = float(np.median(around)) if around.size else 0.0
-        row["contrast"] = float(image[mask > 0].mean() / background) if background > 0 else float("inf")
-    row["passes"] = bool(row["nonempty"] and row["largest_share"] >= 0.9 and 0.05 <= row["box_share"] <= 0.95
-                         and row["contrast"] >= 2.0)
-    return row
 
 
 def summarize(rows: Sequence[dict], keys: Sequence[str]) -> dict:

@@ -1,10 +1,10 @@
 """`report.md` of the bundled-model demo: every sample, its four checks, and the command that makes it.
 
-The checks are the demo's (`quality.tumor_check`): a mask that is not empty, one main component (>= 90%
-of the mask), 5-95% of its box, and a mean SUV inside >= 2x the median of the rest of the box. For the
-example scans the real tumor's volume and SUV stand beside each sample: the model was never trained on
-these three cases, and its uptake is drawn from the training tumors', so a sample matches its real
-tumor only as one more tumor of the same kind, not voxel for voxel.
+The checks are the demo's (`evaluation.tumor_measures.tumor_check`): a mask that is not empty, one
+main component (>= 90% of the mask), 5-95% of its box, and a mean SUV inside >= 2x the median of the
+rest of the box. For the example scans the real tumor's volume and SUV stand beside each sample: the
+model was never trained on these three cases, and its uptake is drawn from the training tumors', so
+a sample matches its real tumor only as one more tumor of the same kind, not voxel for voxel.
 """
 
 from __future__ import annotations

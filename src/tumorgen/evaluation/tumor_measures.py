@@ -1,6 +1,7 @@
-"""One set of tumor measures, used by `evaluate` and by the demo's quality numbers alike, so the two
-never disagree about the same tumor: its connected components, its surroundings' noise grain
-against the scan's, and the step across the box faces.
+"""One set of tumor measures, used by `evaluate`, the demo's quality numbers and the healthy-subject
+placements alike, so they never disagree about the same tumor: its connected components, its
+surroundings' noise grain against the scan's, the step across the box faces, and the demo's four
+tumor checks (`tumor_check`).
 
 All work on numpy arrays `(X, Y, Z)` and half-open boxes `(x0, y0, z0, x1, y1, z1)`.
 """
@@ -26,6 +27,28 @@ def component_sizes(mask: np.ndarray) -> np.ndarray:
 def connected_components(mask: np.ndarray) -> int:
     """Number of 26-connected components of a binary (X, Y, Z) mask."""
     return int(component_sizes(mask).size)
+
+
+def tumor_check(image: np.ndarray, mask: np.ndarray, box) -> dict:
+    """Does a synthetic sample look like a tumor? The demo's four criteria (issue: "the demo shows tumors").
+
+    A sample passes when its mask is not empty, its largest connected component holds >= 90% of it,
+    it fills 5-95% of its box, and the mean SUV inside it is >= 2x the median of the box's voxels
+    outside it (hotter than what it displaced).
+    """
+    inside = box_slices(box)
+    in_box = mask[inside] > 0
+    voxels = int(in_box.sum())
+    row = {"nonempty": voxels > 0, "largest_share": 0.0, "box_share": float(in_box.mean()), "contrast": 0.0}
+    if voxels:
+        sizes = component_sizes(mask)
+        row["largest_share"] = float(sizes.max() / sizes.sum())
+        around = image[inside][~in_box]
+        background = float(np.median(around)) if around.size else 0.0
+        row["contrast"] = float(image[mask > 0].mean() / background) if background > 0 else float("inf")
+    row["passes"] = bool(row["nonempty"] and row["largest_share"] >= 0.9 and 0.05 <= row["box_share"] <= 0.95
+                         and row["contrast"] >= 2.0)
+    return row
 
 
 def noise_inside_vs_outside(image: np.ndarray, mask: np.ndarray, box, *, shell: int = NOISE_SHELL) -> dict:
