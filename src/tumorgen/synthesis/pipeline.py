@@ -90,6 +90,18 @@ class ModelInfo:
             latent_factor=int(info["latent_factor"]),
         )
 
+    def sampling_grid(self) -> dict:
+        """The grid `boxes.sample_box` sizes a sampled box against (size, spacing, axcodes, latent_factor).
+
+        The model's own; for a box window, a spacing at which the largest training box spans `box_fill`
+        voxels, so every training size can be drawn (a box window takes any box).
+        """
+        spacing = self.spacing
+        if self.window == "box" and self.box_sizes_mm:
+            largest = float(np.max(np.asarray(self.box_sizes_mm, dtype=np.float64)))
+            spacing = (max(largest / self.box_fill, min(self.spacing)),) * 3
+        return dict(size=self.size, spacing=spacing, axcodes=self.axcodes, latent_factor=self.latent_factor)
+
     def grid_for(self, box, scan_affine: np.ndarray) -> dict:
         """The window grid (size, spacing, axcodes) a box is synthesized in."""
         spacing = self.spacing
@@ -167,10 +179,7 @@ def synthesize_into_scan(
     if num < 1 or batch < 1:
         raise ValueError(f"num and batch must be >= 1, got {num}, {batch}")
     check_scan_is_suv(scan)
-    grid_kwargs = dict(size=info.size, spacing=info.spacing, axcodes=info.axcodes, latent_factor=info.latent_factor)
-    if info.window == "box" and info.box_sizes_mm:  # sampled boxes: any training size fits a box window
-        largest = float(np.max(np.asarray(info.box_sizes_mm, dtype=np.float64)))
-        grid_kwargs["spacing"] = (max(largest / info.box_fill, min(info.spacing)),) * 3
+    grid_kwargs = info.sampling_grid()
     seeds = sample_seeds(seed, num)
     if boxes:
         if len(boxes) not in (1, num):
