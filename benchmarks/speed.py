@@ -2,8 +2,8 @@
 
 The paper's Table 3 times RFM-10 / RFM-50 (TumorGen: encode, N Euler steps of the velocity U-Net,
 decode, mask refiner) against DDPM-50 / DDIM-50 (DiffTumor-style inpainting on the same U-Net size
-and latent size: 2c + 1 input channels, then decode). This script measures the same four on this
-machine, at batch 1 and at the best batch, with peak memory, plus the floor (one U-Net forward and one
+and latent size: 2c + 1 input channels, then decode). This script measures the same four (and RFM-4,
+RFM-2) on this machine, at batch 1 and at the best batch, with peak memory, plus the floor (one U-Net forward and one
 decode), the breakdown of a sample, and TumorGen with the region decode (`synthesis/region_decode`).
 
 The models are built from the preset's config with untrained (seeded) weights: the time of a forward

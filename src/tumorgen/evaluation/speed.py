@@ -1,5 +1,6 @@
 """Seconds per generated sample of TumorGen's flow sampler and the diffusion baseline, and their parts
-(the paper's Table 3): the harness `benchmarks/speed.py` runs in a fresh process per configuration.
+(the paper's Table 3): the harness `benchmarks/speed.py` runs in a fresh process per configuration, and
+`evaluation.paper` runs in its own process for the paper's Table 3.
 
 The networks are built from a preset's config with untrained (seeded) weights: a forward pass takes the
 same time whatever the weights' values. `worker(spec)` runs one configuration and returns its median
@@ -28,9 +29,11 @@ from tumorgen.synthesis.region_decode import decode_region, reference_statistics
 from tumorgen.training.run_folder import build_flow_models
 from tumorgen.training.run_setup import seeded_init
 
-METHODS = {  # name -> (sampler, steps, decode)
+METHODS = {  # name -> (sampler, steps, decode); RFM-4 and RFM-2: how far the flow's few steps go (Table 3)
     "rfm-10": ("rfm", 10, "full"),
     "rfm-50": ("rfm", 50, "full"),
+    "rfm-4": ("rfm", 4, "full"),
+    "rfm-2": ("rfm", 2, "full"),
     "ddpm-50": ("ddpm", 50, "full"),
     "ddim-50": ("ddim", 50, "full"),
     "rfm-10-region": ("rfm", 10, "region"),
