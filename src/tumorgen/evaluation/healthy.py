@@ -240,7 +240,8 @@ def _place_in_case(case, suv_max: float, generator: TumorGenerator, info: ModelI
                   "clearance_mm": where.clearance_mm, "passes": False, "verdict": "no room"}
         panel = Panel(image=suv, mask=np.zeros_like(tumor), affine=affine, contour="lime")
         if where.box is not None:
-            sample["size_mm"] = " x ".join(f"{(b - a) * s:.0f}" for a, b, s in zip(where.box[:3], where.box[3:], spacing))
+            extent = np.subtract(where.box[3:], where.box[:3]) * spacing  # (3,) mm
+            sample["size_mm"] = " x ".join(f"{e:.0f}" for e in extent)
             try:
                 made = insert_tumor(suv, tumor, affine=affine, box=where.box, make=generator, seed=sample_seed,
                                     erase=False)
