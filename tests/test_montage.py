@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tumorgen.synthesis.montage import Panel, panel_view, write_montage
+from tumorgen.synthesis.montage import Panel, gray_tops, panel_view, write_montage
 
 
 def test_a_cropped_panel_shows_its_box_grown_by_half_its_extent_and_centers_on_the_tumor():
@@ -53,3 +53,14 @@ def test_the_montage_has_three_plane_columns_per_group_and_refuses_a_ragged_grid
     with pytest.raises(ValueError, match="scale"):
         write_montage(tmp_path / "bad.png", [[panel]], row_labels=["a"], scale="loud")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_gray_tops_per_column_group_per_row_or_shared():
+    cool, hot = (np.full((4, 4, 4), v, np.float32) for v in (1.0, 8.0))
+    mask = np.zeros((4, 4, 4), np.uint8)
+    views = [[panel_view(Panel(image=cool, mask=mask)), panel_view(Panel(image=hot, mask=mask))],
+             [panel_view(Panel(image=hot, mask=mask)), panel_view(Panel(image=cool, mask=mask))]]
+    assert gray_tops(views, "column") == [[1.0, 8.0], [1.0, 8.0]]
+    assert gray_tops(views, "row") == [[1.0, 1.0], [8.0, 8.0]]
+    assert gray_tops(views, "shared") == [[8.0, 8.0], [8.0, 8.0]]
+    assert gray_tops(views, 3) == [[3.0, 3.0], [3.0, 3.0]]

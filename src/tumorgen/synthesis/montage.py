@@ -87,18 +87,26 @@ def _io_axes(affine: np.ndarray) -> np.ndarray:
     return nib.orientations.io_orientation(affine)[:, 0]
 
 
-def _scales(views: list[list[PanelView]], scale) -> list[float]:
-    """The top of the gray scale for each column group: a number, "shared" or "column"."""
-    groups = len(views[0])
+def gray_tops(views: list[list[PanelView]], scale) -> list[list[float]]:
+    """The top of the gray scale for each panel, `[row][group]`: a number, "shared", "column" or "row".
+
+    "column": per column group, the first row's (the reference's) 99th percentile; "row": per row, its
+    first panel's (when each row is a case whose scans differ in uptake); "shared": one for all, so
+    uptake compares across every panel.
+    """
+    rows, groups = len(views), len(views[0])
     if not isinstance(scale, str):
-        return [float(scale)] * groups
-    if scale == "column":  # the first row's (the reference's) 99th percentile, per group
-        return [max(float(np.percentile(views[0][g].image, 99)), 1e-6) for g in range(groups)]
-    if scale == "shared":  # one scale for all: uptake compares across rows and groups
+        return [[float(scale)] * groups for _ in range(rows)]
+    if scale == "column":
+        tops = [max(float(np.percentile(views[0][g].image, 99)), 1e-6) for g in range(groups)]
+        return [list(tops) for _ in range(rows)]
+    if scale == "row":
+        return [[max(float(np.percentile(views[r][0].image, 99)), 1e-6)] * groups for r in range(rows)]
+    if scale == "shared":
         top = max(max(float(np.percentile(v.image, 99.5)), float(v.image[v.mask].max()) if v.mask.any() else 0.0)
                   for row in views for v in row)
-        return [max(top, 1e-6)] * groups
-    raise ValueError(f"scale must be a number, 'shared' or 'column', got {scale!r}")
+        return [[max(top, 1e-6)] * groups for _ in range(rows)]
+    raise ValueError(f"scale must be a number, 'shared', 'column' or 'row', got {scale!r}")
 
 
 def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labels: Sequence[str],
@@ -112,7 +120,8 @@ def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labe
         rows: equally long lists of panels; panel g of every row belongs to column group g (e.g. a case).
         row_labels: one label per row, left of its first panel.
         group_titles: one title per column group (default: the plane names only).
-        scale: the gray scale's top: a number, "shared" (one for all) or "column" (per group, from row 0).
+        scale: the gray scale's top: a number, "shared" (one for all), "column" (per group, from row 0) or
+            "row" (per row, from its first panel); see `gray_tops`.
         crop: None: whole volumes; a number: each panel cropped to its box grown by that x its extent a side.
         title: a line above the grid.
         panel_inches: the side of one plane's panel.
@@ -127,7 +136,7 @@ def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labe
     if len(row_labels) != len(rows) or any(len(row) != len(rows[0]) for row in rows):
         raise ValueError("a montage needs one label per row and the same number of panels in every row")
     views = [[panel_view(panel, crop=crop) for panel in row] for row in rows]
-    tops = _scales(views, scale)
+    tops = gray_tops(views, scale)
     groups = len(rows[0])
     figure = Figure(figsize=(panel_inches * 3 * groups + (0.8 if colorbar else 0.2), panel_inches * len(rows) + 0.5),
                     layout="constrained")
@@ -139,7 +148,7 @@ def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labe
                 ax = axes[r, 3 * g + p]
                 index = [slice(None)] * 3
                 index[fixed] = int(view.center[fixed])
-                shown = ax.imshow(view.image[tuple(index)].T, cmap="gray_r", vmin=0.0, vmax=tops[g], origin="lower",
+                shown = ax.imshow(view.image[tuple(index)].T, cmap="gray_r", vmin=0.0, vmax=tops[r][g], origin="lower",
                                   aspect=view.spacing[vertical] / view.spacing[horizontal], interpolation="nearest")
                 cut = view.mask[tuple(index)].T  # (vertical, horizontal)
                 if cut.any() and not cut.all():
