@@ -37,33 +37,30 @@ def test_the_zone_keeps_the_clearance_from_the_tumor_and_the_hot_spot_but_not_fr
     suv, tumor = _scan()
     hot = hot_spots(suv, tumor, np.array([4.0, 4.0, 4.0]))
     assert hot.sum() == 125 and not hot[20, 3, 20] and not (hot & (tumor > 0)).any()
-    allowed, body, to_tumor = placement_zone(suv, tumor, AFFINE, clearance_mm=20.0)
-    assert not allowed[10, 10, 10] and not allowed[26, 32, 32]  # 4 mm and 16 mm away
-    assert allowed[20, 20, 20] and allowed[20, 3, 20]
-    assert not allowed[0, 0, 0] and body[20, 20, 20]  # air is not body
-    assert to_tumor[12, 7, 7] == pytest.approx(12.0)
+    zone = placement_zone(suv, tumor, AFFINE, clearance_mm=20.0)
+    assert zone.near[10, 10, 10] and zone.near[26, 32, 32]  # 4 mm and 16 mm away
+    assert not zone.near[20, 20, 20] and not zone.near[20, 3, 20]
+    assert zone.centres[20, 20, 20] and not zone.centres[0, 0, 0] and not zone.body[0, 0, 0]  # air is not body
+    assert zone.to_tumor[12, 7, 7] == pytest.approx(12.0)
 
 
 def test_placed_boxes_keep_the_clearance_and_depend_on_the_seed_alone():
     suv, tumor = _scan()
-    allowed, body, to_tumor = placement_zone(suv, tumor, AFFINE, clearance_mm=20.0)
+    zone = placement_zone(suv, tumor, AFFINE, clearance_mm=20.0)
     info = ModelInfo(size=(40, 40, 40), spacing=(4.0, 4.0, 4.0), suv_max=50.0, latent_factor=1,
                      box_sizes_mm=((24.0, 24.0, 24.0), (32.0, 28.0, 20.0)))
     scan = as_volume(suv, affine=AFFINE)
 
-    def place(seed):
-        return place_box(rng=np.random.default_rng(seed), allowed=allowed, body=body, to_tumor=to_tumor, scan=scan,
-                         info=info)
+    def place(seed, zone=zone):
+        return place_box(rng=np.random.default_rng(seed), zone=zone, scan=scan, info=info)
 
     for seed in range(5):
         where = place(seed)
-        assert where.box is not None and allowed[box_slices(where.box)].all()
+        inside = box_slices(where.box)
+        assert not zone.near[inside].any() and zone.body[inside].mean() >= 0.8
         assert where.clearance_mm >= 20.0
         assert where == place(seed)
-    full = np.ones_like(tumor)
-    none_allowed, body, to_tumor = placement_zone(suv, full, AFFINE, clearance_mm=20.0)
-    assert place_box(rng=np.random.default_rng(0), allowed=none_allowed, body=body, to_tumor=to_tumor, scan=scan,
-                     info=info).box is None
+    assert place(0, placement_zone(suv, np.ones_like(tumor), AFFINE, clearance_mm=20.0)).box is None
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ healthy subject. Per evaluated case (the PREP split's cases, healthy ones too), 
   tissue is healthy): `augmentation.rand_tumor.insert_tumor`, as the downstream study places tumors;
 - **judged** by the demo's four tumor checks (`tumor_measures.tumor_check`: a mask, one main
   component, 5-95% of its box, twice as hot as the rest of the box), with its volume and SUV;
-- **shown** in one montage by the montage writer: a column group per case, the real tumor on top,
-  each placed tumor below it (green), its box dashed.
+- **shown** in one montage by the montage writer: a row per case, its real tumor first, then each
+  placed tumor (green), its box dashed.
 
 Every draw comes from `seed` and the case's name, so the same call gives the same boxes and tumors.
 Writes OUT/montage.png, table.md/.csv and metrics.json (built in a staging folder, moved at the end).
@@ -104,38 +104,55 @@ def hot_spots(suv: np.ndarray, tumor: np.ndarray, spacing, *, hot_suv: float = H
     return np.isin(labels, keep)
 
 
-def placement_zone(suv: np.ndarray, tumor: np.ndarray, affine: np.ndarray, *, clearance_mm: float = CLEARANCE_MM,
-                   hot_suv: float = HOT_SUV) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where a placed box may lie: (allowed, body, distance to the real tumor in mm), each (X, Y, Z).
+@dataclass(frozen=True)
+class Zone:
+    """Where tumors may go in one scan; every array (X, Y, Z).
 
-    `allowed` is the body minus every voxel within `clearance_mm` of the real tumor or of a hot spot.
+    Args:
+        near: within the clearance of the real tumor or of a hot spot: no placed box may touch it.
+        body: the patient (`boxes.body_mask`): a placed box lies mostly in it.
+        to_tumor: mm to the nearest real tumor voxel (inf without a tumor).
     """
+
+    near: np.ndarray
+    body: np.ndarray
+    to_tumor: np.ndarray
+
+    @property
+    def centres(self) -> np.ndarray:
+        """The voxels a box centre is drawn from: the body away from the tumor and the hot spots."""
+        return self.body & ~self.near
+
+
+def placement_zone(suv: np.ndarray, tumor: np.ndarray, affine: np.ndarray, *, clearance_mm: float = CLEARANCE_MM,
+                   hot_suv: float = HOT_SUV) -> Zone:
+    """The scan's `Zone`: what lies within `clearance_mm` of the real tumor or a hot spot, the body, the distances."""
     spacing = spacing_of(affine)
     tumor = np.asarray(tumor) > 0
     avoid = tumor | hot_spots(suv, tumor, spacing, hot_suv=hot_suv)
-    body = body_mask(np.asarray(suv))
     far = ndimage.distance_transform_edt(~avoid, sampling=spacing) if avoid.any() else np.full(tumor.shape, np.inf)
     to_tumor = (ndimage.distance_transform_edt(~tumor, sampling=spacing) if tumor.any()
                 else np.full(tumor.shape, np.inf))
-    return body & (far >= clearance_mm), body, to_tumor
+    return Zone(near=far < clearance_mm, body=body_mask(np.asarray(suv)), to_tumor=to_tumor)
 
 
-def place_box(*, rng: np.random.Generator, allowed: np.ndarray, body: np.ndarray, to_tumor: np.ndarray,
-              scan, info: ModelInfo, body_fraction: float = BODY_FRACTION, tries: int = PLACE_TRIES) -> Placement:
-    """Draw boxes (`boxes.sample_box`: a training size, a centre in `allowed`) until one lies wholly in `allowed`
-    and `body_fraction` of it in `body`; boxes the model cannot hold are drawn again."""
-    if not allowed.any():
+def place_box(*, rng: np.random.Generator, zone: Zone, scan, info: ModelInfo, body_fraction: float = BODY_FRACTION,
+              tries: int = PLACE_TRIES) -> Placement:
+    """Draw boxes (`boxes.sample_box`: a training size, a centre in `zone.centres`) until one touches nothing
+    `near` and lies `body_fraction` in the body; boxes the model cannot hold are drawn again."""
+    centres = zone.centres
+    if not centres.any():
         return Placement(box=None, tries=0, clearance_mm=None)
     for attempt in range(1, tries + 1):
-        box = sample_box(rng=rng, region=allowed, scan=scan, box_sizes_mm=info.box_sizes_mm, **info.sampling_grid())
+        box = sample_box(rng=rng, region=centres, scan=scan, box_sizes_mm=info.box_sizes_mm, **info.sampling_grid())
         inside = box_slices(box)
-        if not allowed[inside].all() or body[inside].mean() < body_fraction:
+        if zone.near[inside].any() or zone.body[inside].mean() < body_fraction:
             continue
         try:
             check_box(box, scan=scan, **info.grid_for(box, scan.affine))
         except TumorGenError:
             continue
-        distance = float(to_tumor[inside].min())
+        distance = float(zone.to_tumor[inside].min())
         return Placement(box=box, tries=attempt, clearance_mm=distance if np.isfinite(distance) else None)
     return Placement(box=None, tries=tries, clearance_mm=None)
 
@@ -229,13 +246,13 @@ def _place_in_case(case, suv_max: float, generator: TumorGenerator, info: ModelI
     image, tumor, affine = case.load()
     suv = (image * np.float32(suv_max)).astype(np.float32)  # the cache is clip(SUV, 0, suv_max) / suv_max
     scan = as_volume(suv, affine=affine, what=f"{case.name} scan")
-    allowed, body, to_tumor = placement_zone(suv, tumor, affine, clearance_mm=clearance_mm, hot_suv=hot_suv)
+    zone = placement_zone(suv, tumor, affine, clearance_mm=clearance_mm, hot_suv=hot_suv)
     spacing = spacing_of(affine)
     panels = [Panel(image=suv, mask=tumor, affine=affine)]
     samples = []
     for k, sample_seed in enumerate(sample_seeds(derived_seed(seed, case.name), per_case)):
-        where = place_box(rng=np.random.default_rng([sample_seed, 3]), allowed=allowed, body=body,
-                          to_tumor=to_tumor, scan=scan, info=info, body_fraction=body_fraction)
+        where = place_box(rng=np.random.default_rng([sample_seed, 3]), zone=zone, scan=scan, info=info,
+                          body_fraction=body_fraction)
         sample = {"k": k, "seed": sample_seed, "box": where.box, "tries": where.tries,
                   "clearance_mm": where.clearance_mm, "passes": False, "verdict": "no room"}
         panel = Panel(image=suv, mask=np.zeros_like(tumor), affine=affine, contour="lime")
@@ -256,16 +273,17 @@ def _place_in_case(case, suv_max: float, generator: TumorGenerator, info: ModelI
         panels.append(panel)
     record = {"case": case.name, "healthy": bool(case.healthy),
               "real_tumor_ml": float(tumor.sum() * np.prod(spacing) / 1000.0),
-              "room_share": float(allowed.sum() / max(body.sum(), 1)), "samples": samples}
+              "room_share": float(zone.centres.sum() / max(zone.body.sum(), 1)), "samples": samples}
     return record, panels
 
 
 def _write_montage(path: Path, groups: list[tuple[str, list[Panel]]], per_case: int, name: str,
                    clearance_mm: float) -> Path:
-    """Rows: the real scan (red: its tumor), then each placed tumor (green, box dashed); a group per case."""
-    rows = [[panels[r] for _, panels in groups] for r in range(per_case + 1)]
-    return write_montage(path, rows, row_labels=["real", *(f"placed #{k}" for k in range(per_case))],
-                         group_titles=[case for case, _ in groups], scale="column", panel_inches=1.35, colorbar=None,
+    """A row per case: its real tumor (red), then each placed tumor (green, box dashed), each case in its own
+    gray scale (0 to the SUV p99 of its real scan)."""
+    return write_montage(path, [panels for _, panels in groups], row_labels=[case for case, _ in groups],
+                         group_titles=["real", *(f"placed #{k}" for k in range(per_case))], scale="row",
+                         panel_inches=1.35, colorbar=None,
                          title=f"{name}: tumors placed in tumor-free tissue (green, box dashed)\n"
                                f">= {clearance_mm:g} mm from the real tumor (red) and from hot spots")
 
