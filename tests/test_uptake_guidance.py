@@ -214,3 +214,40 @@ def test_evaluate_paired_asks_the_guided_model_for_a_grid_of_uptakes(guided_run,
     assert main(["evaluate-paired", "--data", str(prep), "--out", str(tmp_path / "bad"), "--methods", "tumorgen=" + str(run),
                  "--features", "none", "--uptake-grid", "3,-1"]) == 2
     assert "--uptake-grid takes positive SUV values" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_a_fixed_mean_suv_reaches_the_model_and_is_refused_where_none_is_taken():
+    from tumorgen.errors import TumorGenError
+    from tumorgen.generators import TumorGenerator, with_suv_mean
+
+    asked = []
+    record = TumorGenerator(name="toy", kind="tumorgen", uptake_conditioned=True,
+                            make=lambda suv, affine, box, seed, suv_mean: asked.append(suv_mean) or (suv, suv))
+    assert with_suv_mean(record, None) is record
+    with_suv_mean(record, 6.5)(np.zeros((4, 4, 4)), np.eye(4), (0, 0, 0, 2, 2, 2), 1)
+    assert asked == [6.5]
+    with pytest.raises(TumorGenError, match="positive SUV"):
+        with_suv_mean(record, 0.0)
+    blind = TumorGenerator(name="blob", kind="blob", make=record.make)
+    with pytest.raises(TumorGenError, match="cannot be given a mean SUV"):
+        with_suv_mean(blind, 6.5)
+
+
+@pytest.mark.slow
+def test_synthesize_takes_the_uptake_controls(guided_run, tmp_path, capsys):
+    import json
+
+    from tumorgen.cli import main
+    from tumorgen.data.prepared import load_prepared
+    from tumorgen.io.nifti import save_volume
+
+    prep, run = guided_run
+    image, mask, affine = load_prepared(prep).tumor_cases("train")[0].load()
+    save_volume(image * 10.0, affine, tmp_path / "scan.nii.gz")
+    args = ["synthesize", "--model", str(run), "--input", str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "out"),
+            "--box", "8", "8", "8", "20", "20", "20", "--steps", "2", "--suv-mean", "6", "--guidance", "2", "--no-progress"]
+    assert main(args) == 0
+    text = json.dumps(json.loads((tmp_path / "out" / "manifest.json").read_text()))
+    assert '"guidance": 2.0' in text and '"suv_mean": 6.0' in text
+    assert main(args[:-3] + ["--guidance", "-1", "--no-progress", "--overwrite"]) == 2
+    assert "guidance must be >= 0" in capsys.readouterr().err

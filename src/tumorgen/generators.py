@@ -141,13 +141,29 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
     return generator if name is None else replace(generator, name=name)
 
 
-def as_generator(generator=None, *, steps: int | None = None) -> Callable:
+def with_suv_mean(generator: TumorGenerator, suv_mean: float | None) -> TumorGenerator:
+    """The generator with every tumor's mean SUV fixed at `suv_mean` (None: unchanged), for jobs that call
+    it without one (augment, `RandTumorSynthesisd`)."""
+    if suv_mean is None:
+        return generator
+    if not suv_mean > 0:
+        raise TumorGenError(f"the mean SUV must be a positive SUV, got {suv_mean}")
+    if not generator.uptake_conditioned:
+        raise TumorGenError(f"{generator.name} cannot be given a mean SUV: only a TumorGen model trained with "
+                            "flow.uptake_condition takes one")
+    make = generator.make
+    return replace(generator, make=lambda suv, affine, box, seed, _asked=None: make(suv, affine, box, seed, suv_mean))
+
+
+def as_generator(generator=None, *, steps: int | None = None, guidance: float | None = None) -> Callable:
     """A `TumorGen`, a `SynTumor`, a `TumorGenerator` or a `(suv, affine, box, seed) -> (suv, mask)`
     callable, as something to call like that; None: the bundled TumorGen model."""
     from tumorgen.api import TumorGen
 
     if generator is None or isinstance(generator, TumorGen):
-        return build_generator("tumorgen", model=generator, steps=steps)
+        return build_generator("tumorgen", model=generator, steps=steps, guidance=guidance)
+    if guidance is not None:
+        raise TumorGenError("guidance applies to a TumorGen model (None, a TumorGen), not to a built generator")
     if isinstance(generator, SynTumor):
         return syntumor_generator(generator)
     if callable(generator):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable, Hashable, Sequence
 
 import numpy as np
@@ -37,7 +36,7 @@ from scipy import ndimage
 from tumorgen.data.box_geometry import box_slices
 from tumorgen.data.erase import erase_box
 from tumorgen.errors import TumorGenError
-from tumorgen.generators import TumorGenerator, as_generator
+from tumorgen.generators import TumorGenerator, as_generator, with_suv_mean
 from tumorgen.synthesis.boxes import Box, body_mask
 
 TumorMaker = Callable[[np.ndarray, np.ndarray, Box, int], tuple[np.ndarray, np.ndarray]]
@@ -205,6 +204,8 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
         steps: sampling steps of a TumorGen generator (None: the model's own `flow.sample_steps`).
         suv_mean: the tumors' mean SUV for a TumorGen generator (None: drawn per sample from the
             training tumors').
+        guidance: classifier-free guidance toward that uptake, for a TumorGen model trained with
+            `flow.uptake_dropout` given as None or a `TumorGen` (None: the model's `flow.guidance`).
         margin, min_box, clearance: see `regeneration_box` and `placement_box`.
         allow_missing_keys: MONAI's; a missing image or label then leaves the sample as it is.
     """
@@ -213,7 +214,7 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
                  mode: str = "auto", regenerate_prob: float = 0.5, box_sizes: Sequence[Sequence[int]] | None = None,
                  box_size_range: tuple[int, int] = (8, 24), region_key: Hashable | None = None,
                  box_key: Hashable | None = None, affine: np.ndarray | None = None, steps: int | None = None,
-                 suv_mean: float | None = None,
+                 suv_mean: float | None = None, guidance: float | None = None,
                  margin: int = BOX_MARGIN, min_box: int = MIN_BOX, clearance: int = CLEARANCE,
                  allow_missing_keys: bool = False):
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -235,9 +236,9 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
             raise ValueError("margin and clearance must be >= 0 and min_box >= 1")
         if suv_mean is not None and not suv_mean > 0:
             raise ValueError(f"suv_mean must be a positive SUV, got {suv_mean}")
-        made = as_generator(generator, steps=steps)
+        made = as_generator(generator, steps=steps, guidance=guidance)
         if suv_mean is not None and isinstance(made, TumorGenerator):
-            made = partial(made, suv_mean=suv_mean)
+            made = with_suv_mean(made, suv_mean)
         self.make = made
         self.mode = mode
         self.regenerate_prob = float(regenerate_prob)

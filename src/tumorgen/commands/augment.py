@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="Euler steps of the flow sampler (default: the model's flow.sample_steps)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
+    parser.add_argument("--suv-mean", type=float, default=None, metavar="SUV",
+                        help="every synthetic tumor's mean SUV (default: each draws one training tumor's)")
+    parser.add_argument("--guidance", type=float, default=None, metavar="W",
+                        help="classifier-free guidance toward the mean SUV, for models trained with "
+                             "flow.uptake_dropout (default: the model's flow.guidance)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (by name)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
@@ -51,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumorgen.generators import build_generator
+    from tumorgen.generators import build_generator, with_suv_mean
     from tumorgen.augmentation.augment import augment_dataset
     from tumorgen.data.layouts import find_cases
     from tumorgen.errors import TumorGenError
@@ -65,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     dataset_folder_name(args.dataset_id, args.name)  # refuse a bad id or name before any work
     cases = find_cases(args.data, args.layout, image_glob=args.image_glob, mask_glob=args.mask_glob)
     cases = cases[: args.limit] if args.limit else cases
-    generator = build_generator("tumorgen", args.model, steps=args.steps, device=args.device)
+    generator = with_suv_mean(build_generator("tumorgen", args.model, steps=args.steps, device=args.device,
+                                              guidance=args.guidance), args.suv_mean)
     report = augment_dataset(generator=generator, cases=cases, out=args.out, dataset_id=args.dataset_id,
                              name=args.name, per_case=args.per_case, healthy_only=args.healthy_only, seed=args.seed,
                              on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)

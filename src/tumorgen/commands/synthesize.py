@@ -69,6 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suv-mean", type=float, default=None, metavar="SUV",
                         help="how hot the tumors are (mean SUV inside the mask), for a model trained with "
                              "flow.uptake_condition; default: each sample takes one training tumor's")
+    parser.add_argument("--guidance", type=float, default=None, metavar="W",
+                        help="classifier-free guidance toward the mean SUV: > 1 follows --suv-mean (or the drawn "
+                             "one) more closely, at two U-Net calls a step; for models trained with "
+                             "flow.uptake_dropout (default: the model's flow.guidance)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace this case's existing outputs in --out")
@@ -132,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
         results = model.synthesize(scan, box=box, num=args.num, steps=steps, seed=args.seed,
                                    batch=args.batch, organ_mask=organ_mask, ct=ct, feather=args.feather,
                                    match_noise=not args.no_match_noise, suv_mean=args.suv_mean,
-                                   on_samples=bar.update)
+                                   guidance=args.guidance, on_samples=bar.update)
     extra = {"model": model.model_record(), "steps": steps, "seed": args.seed, "feather": args.feather,
-             "match_noise": not args.no_match_noise, "suv_mean": args.suv_mean}
+             "match_noise": not args.no_match_noise, "suv_mean": args.suv_mean, "guidance": args.guidance}
     if center_mm is not None:
         extra["box_mm"] = {"center_ras": center_mm.tolist(), "size_along_voxel_axes": size_mm.tolist()}
     manifest = write_outputs(results, scan_path=args.input, out_dir=out, case_name=case, overwrite=args.overwrite,
