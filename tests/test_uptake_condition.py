@@ -95,15 +95,13 @@ def test_data_json_lists_the_training_tumors_mean_suv(uptake_run):
     assert max(got) > 2 * min(got)  # hot and cold tumors both in the pool
 
 
-@pytest.mark.slow
-def test_a_higher_suv_gives_a_hotter_tumor_and_the_default_draws_by_seed(uptake_run):
-    from tumorgen.api import TumorGen
-    from tumorgen.data.prepared import load_prepared
+def hot_and_cold_means(model, prep, **synthesize):
+    """Mean SUV inside the generated mask of 3 training boxes (erased), asked for SUV 8 and for SUV 3:
+    ({HOT: [...], COLD: [...]}, the last (scan, affine, box))."""
     from tumorgen.data.erase import erase_box
+    from tumorgen.data.prepared import load_prepared
 
-    prep, run = uptake_run
     dataset = load_prepared(prep)
-    model = TumorGen.load(run, device="cpu")
     means = {HOT: [], COLD: []}
     for case in dataset.tumor_cases("train")[:3]:
         image, mask, affine = case.load()
@@ -111,10 +109,21 @@ def test_a_higher_suv_gives_a_hotter_tumor_and_the_default_draws_by_seed(uptake_
         box = tuple(max(int(c.min()) - 2, 0) for c in coords) + tuple(min(int(c.max()) + 3, 32) for c in coords)
         scan = erase_box(image * dataset.suv_max, box, rng=np.random.default_rng(0))
         for level in (HOT, COLD):
-            result = model.synthesize(scan, affine=affine, box=box, steps=10, seed=1, suv_mean=level * 10 + 1.0)[0]
+            result = model.synthesize(scan, affine=affine, box=box, steps=10, seed=1, suv_mean=level * 10 + 1.0,
+                                      **synthesize)[0]
             inside = result.mask > 0
             if inside.any():
                 means[level].append(float(result.image[inside].mean()))
+    return means, (scan, affine, box)
+
+
+@pytest.mark.slow
+def test_a_higher_suv_gives_a_hotter_tumor_and_the_default_draws_by_seed(uptake_run):
+    from tumorgen.api import TumorGen
+
+    prep, run = uptake_run
+    model = TumorGen.load(run, device="cpu")
+    means, (scan, affine, box) = hot_and_cold_means(model, prep)
     assert len(means[HOT]) == len(means[COLD]) == 3, means
     # asked for SUV 8 vs 3; 300 toy steps make it about 4.3 vs 3.3 (measured); without the condition both
     # would be the same tumor (same seed, same box)

@@ -11,6 +11,7 @@ import torch
 
 from conftest import write_tiny_prep
 from test_learning_box_windows import train_toy_box_run
+from test_uptake_condition import COLD, HOT, hot_and_cold_means
 
 
 def _unet(*, embedding: bool = True, lite: bool = False):
@@ -139,7 +140,6 @@ def test_the_config_refuses_what_cannot_be_trained(overrides, problem):
         apply_overrides(load_config("ibsi"), overrides)
 
 
-HOT, COLD = 0.7, 0.2  # as test_uptake_condition: tumors add SUV 7 or 2 (suv_max 10)
 
 
 @pytest.fixture(scope="module")
@@ -154,25 +154,11 @@ def guided_run(tmp_path_factory, one_thread):
 @pytest.mark.slow
 def test_a_guided_model_makes_the_hotter_tumor_and_guidance_is_refused_without_dropout(guided_run, tmp_path):
     from tumorgen.api import TumorGen
-    from tumorgen.data.erase import erase_box
-    from tumorgen.data.prepared import load_prepared
     from tumorgen.errors import TumorGenError
 
     prep, run = guided_run
-    dataset = load_prepared(prep)
     model = TumorGen.load(run, device="cpu")
-    means = {HOT: [], COLD: []}
-    for case in dataset.tumor_cases("train")[:3]:
-        image, mask, affine = case.load()
-        coords = np.nonzero(mask)
-        box = tuple(max(int(c.min()) - 2, 0) for c in coords) + tuple(min(int(c.max()) + 3, 32) for c in coords)
-        scan = erase_box(image * dataset.suv_max, box, rng=np.random.default_rng(0))
-        for level in (HOT, COLD):
-            result = model.synthesize(scan, affine=affine, box=box, steps=10, seed=1, suv_mean=level * 10 + 1.0,
-                                      guidance=2.0)[0]
-            inside = result.mask > 0
-            if inside.any():
-                means[level].append(float(result.image[inside].mean()))
+    means, (scan, affine, box) = hot_and_cold_means(model, prep, guidance=2.0)
     assert len(means[HOT]) == len(means[COLD]) == 3, means
     assert np.mean(means[HOT]) > 1.2 * np.mean(means[COLD]), means
     first = model.synthesize(scan, affine=affine, box=box, num=2, steps=2, seed=4, guidance=2.0)
