@@ -137,11 +137,8 @@ def hagan_step(model: HAGAN, optimizer: torch.optim.Optimizer, batch: dict[str, 
 def train_hagan(*, data: str | Path, out: str | Path, config: Config, resume: bool = False,
                 progress: bool = True) -> FitResult:
     """Train HA-GAN on the PREP folder `data`; write (or, with `resume`, continue) the run folder `out`."""
-    info = distributed.init_distributed(config.train.device)
-    try:
-        return _train(data=Path(data), out=Path(out), config=config, resume=resume, progress=progress, info=info)
-    finally:
-        distributed.shutdown_distributed(info)
+    return distributed.run_distributed(config.train.device, _train, data=Path(data), out=Path(out), config=config,
+                                       resume=resume, progress=progress)
 
 
 def _train(*, data: Path, out: Path, config: Config, resume: bool, progress: bool,

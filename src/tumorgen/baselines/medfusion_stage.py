@@ -76,11 +76,8 @@ def load_medfusion_vae(path: str | Path, cfg: Config, *, device: torch.device | 
 def train_medfusion(*, data: str | Path, out: str | Path, config: Config, resume: bool = False,
                     progress: bool = True) -> FitResult:
     """Train MedFusion's VAE, then its denoiser, on the PREP folder `data`; write (or continue) `out`."""
-    info = distributed.init_distributed(config.train.device)
-    try:
-        return _train(data=Path(data), out=Path(out), config=config, resume=resume, progress=progress, info=info)
-    finally:
-        distributed.shutdown_distributed(info)
+    return distributed.run_distributed(config.train.device, _train, data=Path(data), out=Path(out), config=config,
+                                       resume=resume, progress=progress)
 
 
 def _train(*, data: Path, out: Path, config: Config, resume: bool, progress: bool,

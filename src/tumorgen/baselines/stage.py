@@ -91,12 +91,9 @@ def train_baseline(*, method: str, data: str | Path, vae_run: str | Path | None,
         return train_medfusion(data=data, out=out, config=config, resume=resume, progress=progress)
     if vae_run is None:
         raise ValueError(f"{method} needs the VAE run it is built on")
-    info = distributed.init_distributed(config.train.device)
-    try:
-        return _train(method=method, data=Path(data), vae_run=Path(vae_run), out=Path(out), config=config,
-                      resume=resume, progress=progress, info=info)
-    finally:
-        distributed.shutdown_distributed(info)
+    return distributed.run_distributed(config.train.device, _train, method=method, data=Path(data),
+                                       vae_run=Path(vae_run), out=Path(out), config=config, resume=resume,
+                                       progress=progress)
 
 
 def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config, resume: bool, progress: bool,

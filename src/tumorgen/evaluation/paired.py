@@ -401,7 +401,10 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
 
     requests = None
     if uptake_grid:
-        requests = _uptake_requests(rows, cases, uptake_grid, log)
+        chosen = [r for r in rows if r.generator.kind == "tumorgen" and r.generator.uptake_conditioned and not r.told]
+        if not chosen:
+            log("uptake on request skipped: no uptake-conditioned TumorGen row")
+        requests = {row.name: request_uptakes(row.generator, cases, uptake_grid, log=log) for row in chosen}
         write_text(stage / "uptake_request.md", render_requests(requests))
 
     summaries = {name: summarize(records) for name, records in per_case.items()}
@@ -435,22 +438,6 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
                          {name: outs[:MONTAGE_CASES] for name, outs in outputs.items()})
     write_json(stage / "metrics.json", metrics)  # last: its presence means the folder is complete
     return metrics
-
-
-def _uptake_requests(rows: list[Row], cases: list[PairedCase], asked: Sequence[float], log) -> dict:
-    """The uptake-on-request test of every uptake-conditioned TumorGen row drawing its own uptake."""
-    def asker(row: Row):
-        def make(case: PairedCase, suv_mean: float):
-            suv, mask = row.generator(case.erased, case.affine, case.box, case.seed, suv_mean=suv_mean)
-            kept = np.zeros(case.suv.shape, np.uint8)
-            kept[box_slices(case.box)] = np.asarray(mask)[box_slices(case.box)] > 0  # the protocol keeps the box
-            return suv, kept
-        return make
-
-    chosen = [r for r in rows if r.generator.kind == "tumorgen" and r.generator.uptake_conditioned and not r.told]
-    if not chosen:
-        log("uptake on request skipped: no uptake-conditioned TumorGen row")
-    return {row.name: request_uptakes(asker(row), cases, asked, log=log) for row in chosen}
 
 
 def _radiomics(cases, train_loaded, outputs, *, suv_max: float, seed: int) -> dict:

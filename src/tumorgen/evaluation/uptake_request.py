@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tumorgen.data.box_geometry import box_slices
 from tumorgen.errors import TumorGenError
 
 ASKED = (1.5, 3.0, 6.0, 9.0, 12.0)  # SUVmean from a cold soft-tissue lesion to a hot sarcoma (issue 21's grid)
@@ -58,20 +59,25 @@ def summarize_requests(records: list[dict], tolerance: float = TOLERANCE) -> dic
             "tolerance": tolerance}
 
 
-def request_uptakes(make: Callable[[object, float], tuple[np.ndarray, np.ndarray]], cases: Sequence,
-                    asked: Sequence[float], *, log: Callable[[str], None] = lambda line: None) -> dict:
-    """Ask `make(case, suv_mean) -> (suv, mask)` for each asked SUVmean in every case; the summary.
+def request_uptakes(generator: Callable, cases: Sequence, asked: Sequence[float], *,
+                    log: Callable[[str], None] = lambda line: None) -> dict:
+    """Ask `generator` (a `generators.TumorGenerator`) for each asked SUVmean in every paired-protocol case's
+    erased box (`evaluation.paired.PairedCase`); the summary. As in the protocol, only the mask inside the
+    box counts.
 
     A call that fails with a `TumorGenError` (e.g. a box the model's window cannot hold) is recorded
     as an empty mask with its error.
     """
     records = []
     for case in cases:
+        inside = box_slices(case.box)
         for a in asked:
             try:
-                suv, mask = make(case, float(a))
-                record = {"case": case.name, "asked": float(a), "achieved": achieved_mean(suv, mask),
-                          "voxels": int((np.asarray(mask) > 0).sum())}
+                suv, mask = generator(case.erased, case.affine, case.box, case.seed, suv_mean=float(a))
+                kept = np.zeros(np.shape(suv), np.uint8)
+                kept[inside] = np.asarray(mask)[inside] > 0
+                record = {"case": case.name, "asked": float(a), "achieved": achieved_mean(suv, kept),
+                          "voxels": int(kept.sum())}
             except TumorGenError as err:
                 record = {"case": case.name, "asked": float(a), "achieved": float("nan"), "voxels": 0, "error": str(err)}
             records.append(record)

@@ -70,6 +70,16 @@ def shutdown_distributed(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def run_distributed(device: str, train_fn, **kwargs):
+    """`train_fn(info=..., **kwargs)` inside the process group (torchrun's, or a single process), which is
+    shut down however it ends: the one wrapper of every training stage's entry point."""
+    info = init_distributed(device)
+    try:
+        return train_fn(info=info, **kwargs)
+    finally:
+        shutdown_distributed(info)
+
+
 def rank_slice(items: list | torch.Tensor, info: DistInfo):
     """This rank's share of a global batch drawn identically on every rank (round-robin)."""
     return items[info.rank :: info.world_size]

@@ -130,12 +130,8 @@ def train_tumorgen(*, data: str | Path, vae_run: str | Path, out: str | Path, co
         resume: continue from `out/checkpoints/last.pt`.
         progress: show a progress bar.
     """
-    info = distributed.init_distributed(config.train.device)
-    try:
-        return _train(data=Path(data), vae_run=Path(vae_run), out=Path(out), config=config, resume=resume,
-                      progress=progress, info=info)
-    finally:
-        distributed.shutdown_distributed(info)
+    return distributed.run_distributed(config.train.device, _train, data=Path(data), vae_run=Path(vae_run),
+                                       out=Path(out), config=config, resume=resume, progress=progress)
 
 
 def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool, progress: bool,

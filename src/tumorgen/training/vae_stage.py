@@ -130,11 +130,8 @@ def train_vae(*, data: str | Path, out: str | Path, config: Config, resume: bool
         resume: continue from `out/checkpoints/last.pt`.
         progress: show a progress bar.
     """
-    info = distributed.init_distributed(config.vae_train.device)
-    try:
-        return _train_vae(data=Path(data), out=Path(out), config=config, resume=resume, progress=progress, info=info)
-    finally:
-        distributed.shutdown_distributed(info)
+    return distributed.run_distributed(config.vae_train.device, _train_vae, data=Path(data), out=Path(out),
+                                       config=config, resume=resume, progress=progress)
 
 
 def _train_vae(*, data: Path, out: Path, config: Config, resume: bool, progress: bool,
