@@ -161,9 +161,14 @@ def test_a_guided_model_makes_the_hotter_tumor_and_guidance_is_refused_without_d
     means, (scan, affine, box) = hot_and_cold_means(model, prep, guidance=2.0)
     assert len(means[HOT]) == len(means[COLD]) == 3, means
     assert np.mean(means[HOT]) > 1.2 * np.mean(means[COLD]), means
-    first = model.synthesize(scan, affine=affine, box=box, num=2, steps=2, seed=4, guidance=2.0)
-    again = model.synthesize(scan, affine=affine, box=box, num=2, steps=2, seed=4, guidance=2.0)
-    assert all(np.array_equal(a.image, b.image) for a, b in zip(first, again))
+    def images(**kw):
+        return [r.image for r in model.synthesize(scan, affine=affine, box=box, num=2, steps=2, seed=4, **kw)]
+
+    first, again = images(suv_mean=6.0, guidance=2.0), images(suv_mean=6.0, guidance=2.0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, images(suv_mean=6.0, guidance=1.0)))
+    # a drawn uptake samples at guidance 1 whatever scale is given
+    assert all(np.array_equal(a, b) for a, b in zip(images(guidance=2.0), images(guidance=1.0)))
     with pytest.raises(TumorGenError, match="guidance must be >= 0"):
         model.synthesize(scan, affine=affine, box=box, steps=1, guidance=-1.0)
 
@@ -237,3 +242,6 @@ def test_synthesize_takes_the_uptake_controls(guided_run, tmp_path, capsys):
     assert '"guidance": 2.0' in text and '"suv_mean": 6.0' in text
     assert main(args[:-3] + ["--guidance", "-1", "--no-progress", "--overwrite"]) == 2
     assert "guidance must be >= 0" in capsys.readouterr().err
+    without_suv = [a for a in args if a not in ("--suv-mean", "6")] + ["--overwrite"]
+    assert main(without_suv) == 2
+    assert "give --suv-mean with it" in capsys.readouterr().err

@@ -177,8 +177,9 @@ class TumorGen:
             match_noise: give the generated region the scan's noise grain.
             suv_mean: how hot the tumors are (mean SUV inside the mask), for a model trained with
                 `flow.uptake_condition`; default: each sample takes one training tumor's.
-            guidance: classifier-free guidance toward that uptake (> 1 follows it more closely), for a
-                model trained with `flow.uptake_dropout`; None: the model's own `flow.guidance`.
+            guidance: classifier-free guidance toward `suv_mean` (> 1 follows it more closely), for a
+                model trained with `flow.uptake_dropout`; None: the model's own `flow.guidance`. A drawn
+                uptake (no `suv_mean`) always samples at 1.
             on_samples: called with the number of samples just finished (for progress bars).
         """
         from tumorgen.synthesis.generate import model_generator

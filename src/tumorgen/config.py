@@ -93,8 +93,10 @@ class FlowConfig:
     # block sees it, as class labels): a channel alone was followed compressed toward the middle
     uptake_dropout: float = 0.0  # share of training samples told no uptake (UNTOLD), so the one network
     # also learns the untold velocity that classifier-free guidance steers from (Ho & Salimans: 0.1-0.2)
-    guidance: float = 1.0  # classifier-free guidance scale w at synthesis: v_untold + w (v_told - v_untold);
-    # 1 is the told velocity alone (one U-Net call a step), > 1 pushes toward the told uptake (two calls)
+    guidance: float = 1.0  # classifier-free guidance scale w toward a told uptake: v_untold + w (v_told -
+    # v_untold); 1 is the told velocity alone (one U-Net call a step), > 1 follows the asked SUV more closely
+    # (two calls). A drawn uptake always samples at 1: guided toward a training tumor's uptake that may not
+    # suit the box, tumors got worse (IBSI validation, r4)
     outside_weight: float = 1.0  # flow-loss weight of latent voxels outside the box (inside: 1); the
     # sampler overwrites them with the known path, so <1 spends the model on the tumor
     refiner_every: int = 1  # run the VAE decode + refiner every N steps: decoding is the CPU cost

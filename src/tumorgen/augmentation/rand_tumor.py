@@ -204,8 +204,9 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
         steps: sampling steps of a TumorGen generator (None: the model's own `flow.sample_steps`).
         suv_mean: the tumors' mean SUV for a TumorGen generator (None: drawn per sample from the
             training tumors').
-        guidance: classifier-free guidance toward that uptake, for a TumorGen model trained with
-            `flow.uptake_dropout` given as None or a `TumorGen` (None: the model's `flow.guidance`).
+        guidance: classifier-free guidance toward `suv_mean`, for a TumorGen model trained with
+            `flow.uptake_dropout` given as None or a `TumorGen` (None: the model's `flow.guidance`; a
+            drawn uptake always samples at 1).
         margin, min_box, clearance: see `regeneration_box` and `placement_box`.
         allow_missing_keys: MONAI's; a missing image or label then leaves the sample as it is.
     """

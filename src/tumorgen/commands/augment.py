@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suv-mean", type=float, default=None, metavar="SUV",
                         help="every synthetic tumor's mean SUV (default: each draws one training tumor's)")
     parser.add_argument("--guidance", type=float, default=None, metavar="W",
-                        help="classifier-free guidance toward the mean SUV, for models trained with "
-                             "flow.uptake_dropout (default: the model's flow.guidance)")
+                        help="classifier-free guidance toward --suv-mean, for models trained with "
+                             "flow.uptake_dropout (default: the model's flow.guidance; a drawn uptake always "
+                             "samples at 1)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (by name)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
             raise TumorGenError(f"{flag} must be at least 1, got {value}")
     if args.limit is not None and args.limit < 1:
         raise TumorGenError(f"--limit must be at least 1, got {args.limit}")
+    if args.guidance is not None and args.suv_mean is None:
+        raise TumorGenError("--guidance steers toward an asked uptake: give --suv-mean with it "
+                            "(a drawn uptake samples at guidance 1)")
     dataset_folder_name(args.dataset_id, args.name)  # refuse a bad id or name before any work
     cases = find_cases(args.data, args.layout, image_glob=args.image_glob, mask_glob=args.mask_glob)
     cases = cases[: args.limit] if args.limit else cases

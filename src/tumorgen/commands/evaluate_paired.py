@@ -65,8 +65,9 @@ def add_protocol_options(parser: argparse.ArgumentParser) -> None:
                         help="also ask each uptake-conditioned TumorGen row for these mean SUVs in every case's box "
                              "(comma-separated, e.g. 1.5,3,6,9,12): achieved vs asked in OUT/uptake_request.md")
     parser.add_argument("--guidance", type=float, default=None,
-                        help="TumorGen's classifier-free guidance toward the uptake (models trained with "
-                             "flow.uptake_dropout; default: the model's own flow.guidance)")
+                        help="TumorGen's classifier-free guidance toward a told uptake: the told rows and "
+                             "--uptake-grid (models trained with flow.uptake_dropout; default: the model's own "
+                             "flow.guidance; drawn uptakes sample at 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 

@@ -70,9 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how hot the tumors are (mean SUV inside the mask), for a model trained with "
                              "flow.uptake_condition; default: each sample takes one training tumor's")
     parser.add_argument("--guidance", type=float, default=None, metavar="W",
-                        help="classifier-free guidance toward the mean SUV: > 1 follows --suv-mean (or the drawn "
-                             "one) more closely, at two U-Net calls a step; for models trained with "
-                             "flow.uptake_dropout (default: the model's flow.guidance)")
+                        help="classifier-free guidance toward --suv-mean: > 1 follows it more closely, at two "
+                             "U-Net calls a step; for models trained with flow.uptake_dropout (default: the "
+                             "model's flow.guidance; a drawn uptake always samples at 1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace this case's existing outputs in --out")
@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         raise TumorGenError(f"--feather must be 0 or more voxels, got {args.feather}")
     if (args.center_mm is None) != (args.size_mm is None):
         raise TumorGenError("--center-mm and --size-mm go together: give the box's center and its size in mm")
+    if args.guidance is not None and args.suv_mean is None:
+        raise TumorGenError("--guidance steers toward an asked uptake: give --suv-mean with it "
+                            "(a drawn uptake samples at guidance 1)")
     center_mm = parse_mm(args.center_mm, flag="--center-mm") if args.center_mm else None
     size_mm = parse_mm(args.size_mm, flag="--size-mm", positive=True) if args.size_mm else None
     case = check_case_name(args.name) if args.name is not None else case_name_from_path(args.input)

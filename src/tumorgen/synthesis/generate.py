@@ -151,8 +151,9 @@ def model_generator(
             batch sizes); default: batched on CUDA only.
         suv_mean: the tumors' mean SUV, for a model trained with `flow.uptake_condition`; default: each
             sample draws one training tumor's (`uptake_for_samples`).
-        guidance: classifier-free guidance scale toward the uptake (`guided_velocity`); None: the run's
-            `flow.guidance`.
+        guidance: classifier-free guidance scale toward a told `suv_mean` (`guided_velocity`); None: the
+            run's `flow.guidance`. A drawn uptake is sampled with guidance 1: pushed toward a training
+            tumor's uptake that may not suit the box, the tumors got worse (validation split, r4).
 
     Returns:
         The callable of `synthesis.pipeline`'s contract; its outputs are float32 on the CPU.
@@ -166,7 +167,8 @@ def model_generator(
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     steps = int(steps)
     uptake_for_samples(run, [0], suv_mean)  # refuse a bad suv_mean now, not at the first sample
-    guidance = check_guidance(run, guidance)
+    told_guidance = check_guidance(run, guidance)  # a bad scale is refused even where the uptake is drawn
+    guidance = told_guidance if suv_mean is not None else 1.0
     margin = DEFAULT_MARGIN if margin is None else int(margin)
     if device is None:
         device = next(run.models.unet.parameters()).device
