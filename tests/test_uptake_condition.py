@@ -96,8 +96,8 @@ def test_data_json_lists_the_training_tumors_mean_suv(uptake_run):
 
 
 def hot_and_cold_means(model, prep, **synthesize):
-    """Mean SUV inside the generated mask of 3 training boxes (erased), asked for SUV 8 and for SUV 3:
-    ({HOT: [...], COLD: [...]}, the last (scan, affine, box))."""
+    """Mean SUV inside the generated mask of 3 training boxes (erased), asked for SUV 8 and for SUV 3, as the
+    network makes it (no `uptake_match`): ({HOT: [...], COLD: [...]}, the last (scan, affine, box))."""
     from tumorgen.data.erase import erase_box
     from tumorgen.data.prepared import load_prepared
 
@@ -110,7 +110,7 @@ def hot_and_cold_means(model, prep, **synthesize):
         scan = erase_box(image * dataset.suv_max, box, rng=np.random.default_rng(0))
         for level in (HOT, COLD):
             result = model.synthesize(scan, affine=affine, box=box, steps=10, seed=1, suv_mean=level * 10 + 1.0,
-                                      **synthesize)[0]
+                                      match_uptake=False, **synthesize)[0]
             inside = result.mask > 0
             if inside.any():
                 means[level].append(float(result.image[inside].mean()))

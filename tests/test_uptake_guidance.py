@@ -169,6 +169,13 @@ def test_a_guided_model_makes_the_hotter_tumor_and_guidance_is_refused_without_d
     assert not all(np.array_equal(a, b) for a, b in zip(first, images(suv_mean=6.0, guidance=1.0)))
     # a drawn uptake samples at guidance 1 whatever scale is given
     assert all(np.array_equal(a, b) for a, b in zip(images(guidance=2.0), images(guidance=1.0)))
+    # a told uptake is made exact by default (uptake_match), on the network's own mask
+    exact = model.synthesize(scan, affine=affine, box=box, num=2, steps=2, seed=4, suv_mean=6.0)
+    own = model.synthesize(scan, affine=affine, box=box, num=2, steps=2, seed=4, suv_mean=6.0, match_uptake=False)
+    for a, b in zip(exact, own):
+        assert np.array_equal(a.mask, b.mask) and a.mask.any()
+        assert a.image[a.mask > 0].mean() == pytest.approx(6.0, rel=1e-4)
+        assert b.image[b.mask > 0].mean() != pytest.approx(6.0, rel=1e-2)
     with pytest.raises(TumorGenError, match="guidance must be >= 0"):
         model.synthesize(scan, affine=affine, box=box, steps=1, guidance=-1.0)
 
@@ -239,7 +246,7 @@ def test_synthesize_takes_the_uptake_controls(guided_run, tmp_path, capsys):
             "--box", "8", "8", "8", "20", "20", "20", "--steps", "2", "--suv-mean", "6", "--guidance", "2", "--no-progress"]
     assert main(args) == 0
     text = json.dumps(json.loads((tmp_path / "out" / "manifest.json").read_text()))
-    assert '"guidance": 2.0' in text and '"suv_mean": 6.0' in text
+    assert '"guidance": 2.0' in text and '"suv_mean": 6.0' in text and '"match_uptake": true' in text
     assert main(args[:-3] + ["--guidance", "-1", "--no-progress", "--overwrite"]) == 2
     assert "guidance must be >= 0" in capsys.readouterr().err
     without_suv = [a for a in args if a not in ("--suv-mean", "6")] + ["--overwrite"]

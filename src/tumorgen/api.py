@@ -12,6 +12,7 @@ mask, in the lungs of a CT, or in the body), several samples per call, seeded an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from tumorgen.errors import TumorGenError
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
+from tumorgen.synthesis import uptake_match
 from tumorgen.synthesis.pipeline import ModelInfo, SynthesisResult, synthesize_into_scan
 
 
@@ -158,6 +160,7 @@ class TumorGen:
         match_noise: bool = True,
         suv_mean: float | None = None,
         guidance: float | None = None,
+        match_uptake: bool = True,
         on_samples: Callable[[int], None] | None = None,
     ) -> list[SynthesisResult]:
         """Generate `num` tumors into a scan; each result is on the scan's own grid.
@@ -180,6 +183,9 @@ class TumorGen:
             guidance: classifier-free guidance toward `suv_mean` (> 1 follows it more closely), for a
                 model trained with `flow.uptake_dropout`; None: the model's own `flow.guidance`. A drawn
                 uptake (no `suv_mean`) always samples at 1.
+            match_uptake: with `suv_mean`, scale each tumor so that its mean SUV inside its mask is
+                exactly `suv_mean` (`synthesis.uptake_match`; the network alone follows it roughly);
+                False: the network's own uptake.
             on_samples: called with the number of samples just finished (for progress bars).
         """
         from tumorgen.synthesis.generate import model_generator
@@ -205,6 +211,9 @@ class TumorGen:
                 on_samples(len(seeds))
                 return out
 
-        return synthesize_into_scan(scan=scan, boxes=chosen, generate=generate, model_info=self.info, num=num,
-                                    seed=seed, batch=batch, organ_mask=mask_volume, ct=ct_volume, feather=feather,
-                                    match_noise=match_noise)
+        results = synthesize_into_scan(scan=scan, boxes=chosen, generate=generate, model_info=self.info, num=num,
+                                       seed=seed, batch=batch, organ_mask=mask_volume, ct=ct_volume, feather=feather,
+                                       match_noise=match_noise)
+        if suv_mean is None or not match_uptake:
+            return results
+        return [replace(r, image=uptake_match.match_uptake(r.image, r.mask, r.box, suv_mean)) for r in results]

@@ -91,7 +91,7 @@ class TumorGenerator:
 def build_generator(kind: str, source: str | Path | None = None, *, steps: int | None = None,
                     sampler: str | None = None, device: str = "auto", reference=None, seed: int = 0,
                     grid: Sequence[int] | None = None, model=None, name: str | None = None,
-                    guidance: float | None = None) -> TumorGenerator:
+                    guidance: float | None = None, match_uptake: bool = True) -> TumorGenerator:
     """Build the generator of `kind`.
 
     Args:
@@ -109,7 +109,8 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
             window must be that grid); box-window models take any grid.
         model: tumorgen: an already loaded `api.TumorGen` (then `source` is not read).
         name: the record's name; default: the kind, with steps (and sampler) for model kinds.
-        guidance: tumorgen: classifier-free guidance toward the uptake; None: the model's `flow.guidance`.
+        guidance: tumorgen: classifier-free guidance toward a told uptake; None: the model's `flow.guidance`.
+        match_uptake: tumorgen: a told uptake made exact (`synthesis.uptake_match`); False: the network's own.
     """
     if kind not in KINDS:
         raise TumorGenError(f"unknown generator {kind!r}; choose from {', '.join(KINDS)}")
@@ -117,7 +118,7 @@ def build_generator(kind: str, source: str | Path | None = None, *, steps: int |
         raise TumorGenError(f"sampling steps must be >= 1, got {steps}")
     if kind == "tumorgen":
         generator = _tumorgen(source, steps=steps, sampler=sampler, device=device, model=model, grid=grid,
-                              guidance=guidance)
+                              guidance=guidance, match_uptake=match_uptake)
     elif guidance is not None:
         raise TumorGenError(f"guidance applies to tumorgen only, not {kind}")
     elif kind == "vae-roundtrip":
@@ -203,7 +204,7 @@ def _check_grid(info, grid, where: Path) -> None:
                              f"{tuple(int(s) for s in grid)}; generate into the PREP the model was trained on")
 
 
-def _tumorgen(source, *, steps, sampler, device, model, grid, guidance=None) -> TumorGenerator:
+def _tumorgen(source, *, steps, sampler, device, model, grid, guidance=None, match_uptake=True) -> TumorGenerator:
     from tumorgen.api import TumorGen
     from tumorgen.synthesis.generate import model_generator
 
@@ -215,7 +216,7 @@ def _tumorgen(source, *, steps, sampler, device, model, grid, guidance=None) -> 
 
     def make(suv, affine, box, seed, suv_mean):
         result = tg.synthesize(suv, affine=affine, box=box, num=1, steps=steps, seed=seed, suv_mean=suv_mean,
-                               guidance=guidance)[0]
+                               guidance=guidance, match_uptake=match_uptake)[0]
         return result.image, result.mask
 
     return TumorGenerator(name=f"tumorgen-{steps}", kind="tumorgen", make=make, steps=steps, sampler="euler",

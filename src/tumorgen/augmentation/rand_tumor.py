@@ -202,7 +202,8 @@ class RandTumorSynthesisd(RandomizableTransform, MapTransform):
             stored under this key.
         affine: the voxel-to-world map for inputs without one (default: identity, 1 mm voxels).
         steps: sampling steps of a TumorGen generator (None: the model's own `flow.sample_steps`).
-        suv_mean: the tumors' mean SUV for a TumorGen generator (None: drawn per sample from the
+        suv_mean: the tumors' mean SUV for a TumorGen generator, each tumor scaled to exactly that
+            inside its mask (`synthesis.uptake_match`) (None: drawn per sample from the
             training tumors').
         guidance: classifier-free guidance toward `suv_mean`, for a TumorGen model trained with
             `flow.uptake_dropout` given as None or a `TumorGen` (None: the model's `flow.guidance`; a

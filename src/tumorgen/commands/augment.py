@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance toward --suv-mean, for models trained with "
                              "flow.uptake_dropout (default: the model's flow.guidance; a drawn uptake always "
                              "samples at 1)")
+    parser.add_argument("--no-match-uptake", action="store_true",
+                        help="keep the network's own uptake instead of scaling each tumor to exactly --suv-mean")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (by name)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     cases = find_cases(args.data, args.layout, image_glob=args.image_glob, mask_glob=args.mask_glob)
     cases = cases[: args.limit] if args.limit else cases
     generator = with_suv_mean(build_generator("tumorgen", args.model, steps=args.steps, device=args.device,
-                                              guidance=args.guidance), args.suv_mean)
+                                              guidance=args.guidance, match_uptake=not args.no_match_uptake),
+                               args.suv_mean)
     report = augment_dataset(generator=generator, cases=cases, out=args.out, dataset_id=args.dataset_id,
                              name=args.name, per_case=args.per_case, healthy_only=args.healthy_only, seed=args.seed,
                              on_error=args.on_error, overwrite=args.overwrite, progress=not args.no_progress)

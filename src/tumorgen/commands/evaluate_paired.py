@@ -68,6 +68,9 @@ def add_protocol_options(parser: argparse.ArgumentParser) -> None:
                         help="TumorGen's classifier-free guidance toward a told uptake: the told rows and "
                              "--uptake-grid (models trained with flow.uptake_dropout; default: the model's own "
                              "flow.guidance; drawn uptakes sample at 1)")
+    parser.add_argument("--no-match-uptake", action="store_true",
+                        help="judge TumorGen's own uptake for told SUVs instead of the exact one users get "
+                             "(synthesize scales a told tumor to the asked mean SUV)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
@@ -82,7 +85,8 @@ def protocol_kwargs(args: argparse.Namespace) -> dict:
                 features=args.features, inception=args.inception, feature_cache=args.feature_cache,
                 slices_per_plane=args.slices_per_plane, device=args.device, save_volumes=args.save_volumes,
                 radiomics=args.radiomics, overwrite=args.overwrite,
-                uptake_grid=parse_asked(args.uptake_grid) if args.uptake_grid else (), guidance=args.guidance)
+                uptake_grid=parse_asked(args.uptake_grid) if args.uptake_grid else (), guidance=args.guidance,
+                match_uptake=not args.no_match_uptake)
 
 
 def run(args: argparse.Namespace) -> int:

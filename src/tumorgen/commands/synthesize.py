@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance toward --suv-mean: > 1 follows it more closely, at two "
                              "U-Net calls a step; for models trained with flow.uptake_dropout (default: the "
                              "model's flow.guidance; a drawn uptake always samples at 1)")
+    parser.add_argument("--no-match-uptake", action="store_true",
+                        help="keep the network's own uptake: by default a tumor asked for with --suv-mean is "
+                             "scaled to exactly that mean SUV inside its mask (the network follows it roughly)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (default auto: CUDA if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace this case's existing outputs in --out")
@@ -139,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
         results = model.synthesize(scan, box=box, num=args.num, steps=steps, seed=args.seed,
                                    batch=args.batch, organ_mask=organ_mask, ct=ct, feather=args.feather,
                                    match_noise=not args.no_match_noise, suv_mean=args.suv_mean,
-                                   guidance=args.guidance, on_samples=bar.update)
+                                   guidance=args.guidance, match_uptake=not args.no_match_uptake,
+                                   on_samples=bar.update)
     extra = {"model": model.model_record(), "steps": steps, "seed": args.seed, "feather": args.feather,
-             "match_noise": not args.no_match_noise, "suv_mean": args.suv_mean, "guidance": args.guidance}
+             "match_noise": not args.no_match_noise, "suv_mean": args.suv_mean, "guidance": args.guidance,
+             "match_uptake": args.suv_mean is not None and not args.no_match_uptake}
     if center_mm is not None:
         extra["box_mm"] = {"center_ras": center_mm.tolist(), "size_along_voxel_axes": size_mm.tolist()}
     manifest = write_outputs(results, scan_path=args.input, out_dir=out, case_name=case, overwrite=args.overwrite,

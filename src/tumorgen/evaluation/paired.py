@@ -171,7 +171,7 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
                seed: int = 0, features: str = "inception", inception: str | Path | None = None,
                feature_cache: str | Path | None = None, slices_per_plane: int = SLICES_PER_PLANE,
                device: str = "cpu", save_volumes: bool = False, radiomics: bool = False, overwrite: bool = False,
-               uptake_grid: Sequence[float] = (), guidance: float | None = None,
+               uptake_grid: Sequence[float] = (), guidance: float | None = None, match_uptake: bool = True,
                log: Callable[[str], None] = _stderr) -> dict:
     """Run the paired protocol on a PREP cache's held-out cases and write its folder.
 
@@ -197,7 +197,9 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
         overwrite: replace an existing `out`.
         uptake_grid: asked SUVmeans for the uptake-on-request test of each uptake-conditioned TumorGen
             row (`evaluation.uptake_request`): OUT/uptake_request.md; empty: not run.
-        guidance: TumorGen's classifier-free guidance toward the uptake; None: the model's own.
+        guidance: TumorGen's classifier-free guidance toward a told uptake; None: the model's own.
+        match_uptake: a told uptake made exact (`synthesis.uptake_match`), as users get it; False: the
+            network's own uptake (what the uptake grid then measures is the network).
         log: where progress lines go (stderr).
 
     Returns:
@@ -226,7 +228,7 @@ def run_paired(*, data: str | Path, out: str | Path, methods: Sequence[tuple[str
                     baseline_steps=baseline_steps, baseline_sampler=baseline_sampler, seed=seed, features=features,
                     inception=inception, feature_cache=feature_cache, slices_per_plane=slices_per_plane,
                     device=device, save_volumes=save_volumes, radiomics=radiomics, uptake_grid=list(uptake_grid),
-                    guidance=guidance, log=log)
+                    guidance=guidance, match_uptake=match_uptake, log=log)
 
 
 def _select_cases(dataset, split: str, val_cases: int, val_seed: int, log) -> tuple[list, list]:
@@ -274,15 +276,17 @@ def _load_cases(eval_cases, *, suv_max: float, seed: int) -> list[PairedCase]:
 
 
 def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sampler, device, grid,
-                guidance=None) -> list[Row]:
+                guidance=None, match_uptake=True) -> list[Row]:
     if kind == "tumorgen":
         from tumorgen.api import TumorGen
 
         tg = TumorGen.load(source, device=device)
-        rows = [Row(f"tumorgen-{n}", build_generator("tumorgen", model=tg, steps=n, guidance=guidance)) for n in steps]
+        def generator(n):
+            return build_generator("tumorgen", model=tg, steps=n, guidance=guidance, match_uptake=match_uptake)
+
+        rows = [Row(f"tumorgen-{n}", generator(n)) for n in steps]
         if tg.run.models.uptake_condition:
-            rows += [Row(f"tumorgen-{n}-told", build_generator("tumorgen", model=tg, steps=n, guidance=guidance),
-                         told=True) for n in told_steps]
+            rows += [Row(f"tumorgen-{n}-told", generator(n), told=True) for n in told_steps]
         return rows
     if kind in REAL_INPUT_KINDS or kind == "hagan":  # HA-GAN draws in one pass: no sampler, no steps
         return [Row(kind, build_generator(kind, source, device=device, grid=grid))]
@@ -293,7 +297,7 @@ def _model_rows(kind, source, *, steps, told_steps, baseline_steps, baseline_sam
 
 def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_steps, baseline_steps,
          baseline_sampler, seed, features, inception, feature_cache, slices_per_plane, device, save_volumes,
-         radiomics, uptake_grid, guidance, log) -> dict:
+         radiomics, uptake_grid, guidance, match_uptake, log) -> dict:
     dataset = load_prepared(data)
     suv_max = dataset.suv_max
     eval_cases, train_cases = _select_cases(dataset, split, val_cases, val_seed, log)
@@ -321,7 +325,7 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
             try:
                 made = _model_rows(kind, source, steps=steps, told_steps=told_steps, baseline_steps=baseline_steps,
                                    baseline_sampler=baseline_sampler, device=device, grid=dataset.size,
-                                   guidance=guidance)
+                                   guidance=guidance, match_uptake=match_uptake)
             except TumorGenError as err:
                 if kind == "tumorgen":
                     raise
@@ -405,7 +409,7 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
         if not chosen:
             log("uptake on request skipped: no uptake-conditioned TumorGen row")
         requests = {row.name: request_uptakes(row.generator, cases, uptake_grid, log=log) for row in chosen}
-        write_text(stage / "uptake_request.md", render_requests(requests))
+        write_text(stage / "uptake_request.md", render_requests(requests, matched=match_uptake))
 
     summaries = {name: summarize(records) for name, records in per_case.items()}
     real_row = {"method": FLOOR_NAME, **(floor or {}), "n_cases": len(cases),
@@ -431,6 +435,7 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
                       "sampler": baseline_sampler},
         "floor": floor, "fid": fid, "summary": summaries, "per_case": per_case, "notes": notes,
         "table": table_rows, "radiomics": radiomic, "uptake_request": requests, "guidance": guidance,
+        "match_uptake": match_uptake,
         "seconds_total": time.perf_counter() - started,
     }
     write_table(COLUMNS, table_rows, stage / "table")
@@ -512,6 +517,7 @@ def summary_lines(metrics: dict) -> list[str]:
         overall = result["overall"]
         lines.append(f"uptake on request (uptake_request.md), {name}: {overall['within']:.0%} within "
                      f"{result['tolerance']:.0%} of the asked SUVmean over {overall['n']} asks, slope "
-                     f"{overall['slope']:.2f}, {overall['empty']} empty")
+                     f"{overall['slope']:.2f}, {overall['empty']} empty"
+                     + ("" if metrics.get("match_uptake") is False else " (scaled to the ask: uptake_match)"))
     lines += [f"note: {note}" for note in metrics["notes"]]
     return lines

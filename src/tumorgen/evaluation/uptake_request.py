@@ -86,12 +86,17 @@ def request_uptakes(generator: Callable, cases: Sequence, asked: Sequence[float]
     return {"asked": [float(a) for a in asked], "records": records, **summarize_requests(records)}
 
 
-def render_requests(results: dict[str, dict]) -> str:
-    """Markdown: one table per method, a row per asked SUVmean and one over the grid."""
+def render_requests(results: dict[str, dict], *, matched: bool = False) -> str:
+    """Markdown: one table per method, a row per asked SUVmean and one over the grid. `matched`: the
+    tumors were scaled to the asked SUVmean (`synthesis.uptake_match`), so the grid checks that step and
+    the masks, not the network."""
+    how = ("the tumors scaled to the asked SUVmean after generation (`synthesis.uptake_match`, what users get; "
+           "`--no-match-uptake` judges the network alone)" if matched else
+           "the network's own uptake (no scaling afterwards)")
     lines = ["# Uptake on request", "",
              f"Each case's erased box regenerated once per asked SUVmean; achieved = SUVmean inside the generated "
              f"mask; within = |achieved / asked - 1| <= {TOLERANCE:.0%}; slope = least squares of achieved on "
-             f"asked (1 = followed, < 1 = compressed toward the middle).", ""]
+             f"asked (1 = followed, < 1 = compressed toward the middle). Uptake: {how}.", ""]
     for name, result in results.items():
         overall = result["overall"]
         lines += [f"## {name}", "", "| asked SUVmean | achieved (median) | achieved / asked (median) | within | empty |",
