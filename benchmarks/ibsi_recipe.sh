@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The IBSI recipe end to end: prepare the 41 real FDG-PET sarcoma cases (seeded 31/10 split), train the
-# VAE (2200 steps) and TumorGen (1250 steps) with the `ibsi` preset (bounded by steps: the same model on
+# VAE (2200 steps) and TumorGen (625 steps) with the `ibsi` preset (bounded by steps: the same model on
 # any machine), then DiffTumor and BLD on the same VAE and box windows with TumorGen's step budget, and
 # MedFusion (its own VAE with the VAE's budget, then its denoiser) and HA-GAN on the same windows and
 # budget, then judge the test split once: each stage on its own, and the paired protocol at 1, 2, 4, 10
