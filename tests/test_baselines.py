@@ -391,7 +391,8 @@ def test_a_box_window_baseline_trains_on_tumorgens_windows_and_synthesizes_any_b
 
     info = json.loads((run / "data.json").read_text())
     assert info["window"] == "box" and info["size"] == [16, 16, 16] and info["box_fill"] == 12
-    assert load_baseline(run).config.flow.uptake_condition is False  # a baseline is never told the uptake
+    flow = load_baseline(run).config.flow  # a baseline is never told the uptake, nor guided toward one
+    assert (flow.uptake_condition, flow.uptake_embedding, flow.uptake_dropout, flow.guidance) == (False, False, 0.0, 1.0)
     bank = MaskBank.load(run / "mask_bank.npz")
     assert len(bank.masks) == 4 * len(_cases(prep))  # one mask per training window
     assert max(max(m.shape) for m in bank.masks) <= 12  # inside the box's 12 window voxels, whatever the tumor

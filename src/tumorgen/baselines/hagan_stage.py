@@ -22,7 +22,6 @@ checkpoints/ of kind "hagan" holding all five networks.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tumorgen.baselines.hagan import HAGAN, build_hagan, check_window_shape, compose, condition, slab
-from tumorgen.baselines.training_data import load_baseline_data, write_baseline_files
+from tumorgen.baselines.training_data import load_baseline_data, without_uptake, write_baseline_files
 from tumorgen.bbox import box_indicator
 from tumorgen.config import Config, to_dict
 from tumorgen.data.box_windows import box_window_spec
@@ -144,7 +143,7 @@ def train_hagan(*, data: str | Path, out: str | Path, config: Config, resume: bo
 def _train(*, data: Path, out: Path, config: Config, resume: bool, progress: bool,
            info: distributed.DistInfo) -> FitResult:
     train = config.train
-    config = dataclasses.replace(config, flow=dataclasses.replace(config.flow, uptake_condition=False))
+    config = without_uptake(config)
     windows = load_baseline_data(config, data, method="hagan")
     problem = check_window_shape(windows.window_size, config.hagan)
     if problem is not None:

@@ -18,7 +18,6 @@ fixed: a resumed run whose `vae_train.steps` differs from its VAE's is refused.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from tumorgen.baselines.difftumor import latent_mask
 from tumorgen.baselines.medfusion import (
     MedFusionVAE, build_medfusion_vae, medfusion_loss, medfusion_schedule, medfusion_vae_loss,
 )
-from tumorgen.baselines.training_data import load_baseline_data, write_baseline_files
+from tumorgen.baselines.training_data import load_baseline_data, without_uptake, write_baseline_files
 from tumorgen.config import Config, to_dict
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import fail_on
@@ -82,7 +81,7 @@ def train_medfusion(*, data: str | Path, out: str | Path, config: Config, resume
 
 def _train(*, data: Path, out: Path, config: Config, resume: bool, progress: bool,
            info: distributed.DistInfo) -> FitResult:
-    config = dataclasses.replace(config, flow=dataclasses.replace(config.flow, uptake_condition=False))
+    config = without_uptake(config)
     denoiser_started = (out / "checkpoints" / "last.pt").exists()
     if resume and not (out / "config.json").exists():
         raise fail_on(out, "has no config.json; there is no run here to resume")

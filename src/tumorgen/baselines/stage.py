@@ -31,7 +31,7 @@ from tumorgen.baselines.difftumor import difftumor_loss, latent_mask
 from tumorgen.baselines.hagan_stage import train_hagan
 from tumorgen.baselines.latent_diffusion import DiffusionSchedule
 from tumorgen.baselines.medfusion_stage import train_medfusion
-from tumorgen.baselines.training_data import MASK_BANK_NAME, load_baseline_data, write_baseline_files
+from tumorgen.baselines.training_data import MASK_BANK_NAME, load_baseline_data, without_uptake, write_baseline_files
 from tumorgen.config import Config, DiffusionConfig, to_dict
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path
@@ -101,8 +101,7 @@ def _train(*, method: str, data: Path, vae_run: Path, out: Path, config: Config,
     train = config.train
     vae, scale_factor, vae_cfg, vae_path = load_vae(out / "vae.pt" if resume else vae_run, device=info.device)
     # the run records the VAE it uses; a baseline has no uptake input, so its run does not claim one
-    config = dataclasses.replace(config, vae=vae_cfg.vae, vae_train=vae_cfg.vae_train,
-                                 flow=dataclasses.replace(config.flow, uptake_condition=False))
+    config = dataclasses.replace(without_uptake(config), vae=vae_cfg.vae, vae_train=vae_cfg.vae_train)
 
     factor = vae_lib.latent_factor(vae)
     windows = load_baseline_data(config, data, method=method)

@@ -14,6 +14,7 @@ Every baseline run folder holds `config.json`, `data.json` (with `"method"`), `m
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +101,12 @@ def write_baseline_files(out: Path, data: BaselineData, config: Config, *, metho
                               [a for _, _, a in data.loaded], vae_sha256=vae_sha256, config=config,
                               latent_factor=latent_factor)
     write_json(out / "data.json", {**described, "method": method})
+
+
+def without_uptake(config: Config) -> Config:
+    """The config a baseline run records: no uptake input, so none of TumorGen's uptake settings (its
+    embedding, its dropout, guidance toward it) either; a preset that turns them on for TumorGen (ibsi)
+    would otherwise leave the baseline's config claiming an input it does not have."""
+    flow = dataclasses.replace(config.flow, uptake_condition=False, uptake_embedding=False, uptake_dropout=0.0,
+                               guidance=1.0)
+    return dataclasses.replace(config, flow=flow)
