@@ -43,3 +43,15 @@ def test_an_empty_or_cold_mask_is_left_as_it_is_and_a_bad_ask_refused():
     assert np.array_equal(match_uptake(cold, mask, BOX, 5.0), cold)
     with pytest.raises(ValueError, match="positive SUV"):
         match_uptake(image, mask, BOX, 0.0)
+
+
+def test_a_tumor_touching_the_box_face_is_matched_without_a_step_at_the_face():
+    image, _ = scan_with_tumor()
+    mask = np.zeros(image.shape, dtype=np.uint8)
+    mask[4:9, 7:13, 7:13] = 1  # reaches the box's x0 face
+    image[mask > 0] = 2.0
+    out = match_uptake(image, mask, BOX, 6.0)
+    assert out[mask > 0].mean() == pytest.approx(6.0, rel=1e-5)
+    face, deep = out[4, 10, 10] / image[4, 10, 10], out[8, 10, 10] / image[8, 10, 10]
+    assert face - 1 < 0.3 * (deep - 1)  # the face voxel stays near the scan's value; the tumor's core takes the gain
+    assert out.min() >= 0

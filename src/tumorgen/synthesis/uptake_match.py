@@ -7,9 +7,10 @@ A user who asks for an SUV 8 lesion expects one, as lesion-insertion tools give 
 
 How: after the paste-back, the box's voxels are multiplied by `1 + (k - 1) w`, where `w` is 1 on the
 tumor mask and falls smoothly to 0 over about two voxels outside it (a Gaussian of the mask, kept at
-least the mask, faded to 0 at the box faces), and `k = asked / current mean inside the mask`. The mean
-SUV inside the mask is then the asked one exactly; the tumor's shape, its mask and its relative texture
-(coefficient of variation, rim against core) stay the model's, and outside the box the scan is untouched.
+least the mask), everything faded to 0 at the box faces so the seam stays continuous, and `k` solves
+the (linear) condition that the mean SUV inside the mask be the asked one. The tumor's shape, its mask
+and its relative texture (coefficient of variation, rim against core: wherever the mask lies more than
+three voxels inside the box, where `w` = 1) stay the model's, and outside the box the scan is untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tumorgen.data.box_geometry import box_slices
 from tumorgen.synthesis.blend import feather_weight
 
 HALO_SIGMA = 1.0  # voxels: the scaled halo around the mask, so the tumor's edge keeps its profile
-HALO_FEATHER = 2  # voxels inside each box face over which the halo fades to 0
+HALO_FEATHER = 3  # voxels inside each box face over which the weight fades to 0 (the blend's seam width)
 
 
 def match_uptake(image: np.ndarray, mask: np.ndarray, box, suv_mean: float) -> np.ndarray:
@@ -40,9 +41,14 @@ def match_uptake(image: np.ndarray, mask: np.ndarray, box, suv_mean: float) -> n
         return np.array(image, copy=True)
     region = box_slices(box)
     inside = tumor[region].astype(np.float32)
-    halo = ndimage.gaussian_filter(inside, HALO_SIGMA) * feather_weight(inside.shape, HALO_FEATHER)
-    weight = np.maximum(inside, halo)  # (bx, by, bz): 1 on the mask, 0 at the box faces
-    k = float(suv_mean) / current
+    weight = np.maximum(inside, ndimage.gaussian_filter(inside, HALO_SIGMA))  # 1 on the mask, a halo around
+    weight *= feather_weight(inside.shape, HALO_FEATHER)  # (bx, by, bz), toward 0 at the box faces
+    values = np.asarray(image, dtype=np.float64)[region][tumor[region]]
+    weighted = float((values * weight[tumor[region]]).mean())
+    if not weighted > 0:
+        return np.array(image, copy=True)
+    k = 1.0 + (float(suv_mean) - current) / weighted  # mean(v (1 + (k - 1) w)) over the mask = suv_mean
+    k = max(k, 0.0)  # a mask hugging the box faces asked far colder: as cold as it goes, never negative SUV
     out = np.array(image, copy=True)
     out[region] = (out[region] * (1.0 + (k - 1.0) * weight)).astype(out.dtype)
     return out
