@@ -23,7 +23,8 @@ from pathlib import Path
 
 from tumorgen.commands.evaluate_paired import add_protocol_options, protocol_kwargs
 from tumorgen.errors import TumorGenError
-from tumorgen.evaluation.paired import run_paired, summary_lines
+from tumorgen.evaluation.paired import run_paired
+from tumorgen.evaluation.paired_report import summary_lines
 
 FIXED_METHODS = ("syntumor", "blob", "empty")  # need no run folder
 MODEL_METHODS = ("tumorgen", "difftumor", "bld", "medfusion", "hagan")

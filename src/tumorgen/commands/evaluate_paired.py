@@ -90,7 +90,8 @@ def protocol_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tumorgen.evaluation.paired import parse_methods, run_paired, summary_lines
+    from tumorgen.evaluation.paired import parse_methods, run_paired
+    from tumorgen.evaluation.paired_report import summary_lines
 
     metrics = run_paired(data=args.data, out=args.out, methods=parse_methods(args.methods), **protocol_kwargs(args))
     for line in summary_lines(metrics):

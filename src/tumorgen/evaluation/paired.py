@@ -35,13 +35,13 @@ then come from the remaining train cases.
 
 Writes OUT/table.md, table.csv, metrics.json (everything, per case too) and montage.png (rows: real,
 then each method; columns: up to `MONTAGE_CASES` cases). The folder is built in a staging folder and
-moved into place at the end.
+moved into place at the end. The scores are `paired_scores`' (FID/KID, floor, radiomics), the
+per-case measures `paired_measures`', the table, montage and printed summary `paired_report`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -50,55 +50,30 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tumorgen.data.box_geometry import box_mask, box_slices, tight_box
+from tumorgen.data.box_geometry import box_slices, tight_box
 from tumorgen.data.erase import erase_box
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError, fail_on
-from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
-from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, scores_from_features
 from tumorgen.evaluation.paired_measures import MEAN_TOLERANCE, VOLUME_TOLERANCE, case_measures, summarize
-from tumorgen.evaluation.radiomics import mirp_available, radiomic_panel
+from tumorgen.evaluation.paired_report import COLUMNS, write_paired_montage
+from tumorgen.evaluation.paired_scores import FLOOR_REPEATS, feature_extractor, fid_scores, radiomic_scores
+from tumorgen.evaluation.radiomics import mirp_available
 from tumorgen.evaluation.uptake_request import parse_asked, render_requests, request_uptakes  # noqa: F401 (parse_asked: the command's)
-from tumorgen.evaluation.radiomics_compare import compare_panels
 from tumorgen.evaluation.radiomics_compare import render as render_radiomics
-from tumorgen.evaluation.tables import FID_WITH_SPREAD, Column, render_markdown, write_table
+from tumorgen.evaluation.tables import write_table
 from tumorgen.evaluation.tumor_measures import connected_components, seam_step
 from tumorgen.generators import (BASELINE_KINDS, KINDS, MODEL_KINDS, REAL_INPUT_KINDS, TumorGenerator, build_generator,
                                  reference_uptake)
 from tumorgen.io.atomic import staged_dir, write_json, write_text
-from tumorgen.synthesis.montage import Panel, write_montage
 from tumorgen.synthesis.pipeline import sample_seeds
 
 BOX_MARGIN = 2  # voxels added to each side of the real tumor's tight box
 ERASE_SHELL = 3  # voxels around the box the erased background is taken from
 SLICES_PER_PLANE = 9  # tumor-centred slices per plane and volume for FID/KID
-FLOOR_REPEATS = 5  # random draws of train cases averaged for the real-vs-real floor
 MONTAGE_CASES = 10  # column groups of the montage
-MONTAGE_CROP = 0.5  # the montage crop: the box plus this fraction of its extent a side
 FEATURES = ("inception", "pixels", "none")
 FLOOR_NAME = "real vs real (test vs train)"
 
-UPTAKE_COLUMNS = (  # the generated tumor's SUV against the real one's in the same box
-    Column("mean SUV ratio", "mean_ratio_median", "{:.2f}"),
-    Column("mean ±20%", "mean_within", "{:.0%}"),
-    Column("median mean SUV gen/real", "mean_suv_of_medians", "{:.2f}"),
-    Column("max SUV ratio", "max_ratio_median", "{:.2f}"),
-)
-SHAPE_COLUMNS = (  # its mask against the real mask
-    Column("volume ratio", "volume_ratio_median", "{:.2f}"),
-    Column("volume ±30%", "volume_within", "{:.0%}"),
-    Column("one component", "one_component", "{:.0%}"),
-    Column("non-empty", "nonempty", "{:.0%}"),
-)
-COLUMNS = (
-    Column("method", "method", "{}"),
-    *FID_WITH_SPREAD,
-    *UPTAKE_COLUMNS,
-    *SHAPE_COLUMNS,
-    Column("seam step (SUV)", "seam_step", "{:.3f}"),
-    Column("s/sample", "seconds_per_sample", "{:.3f}"),
-    Column("n", "n_cases", "{}"),
-)
 
 
 @dataclass
@@ -247,21 +222,8 @@ def _select_cases(dataset, split: str, val_cases: int, val_seed: int, log) -> tu
     return [c for i, c in enumerate(train) if i in pick], [c for i, c in enumerate(train) if i not in pick]
 
 
-def _features(kind: str, inception, device: str):
-    if kind == "none":
-        return None
-    if kind == "pixels":
-        return PixelFeatures()
-    from tumorgen.evaluation.inception import InceptionFeatures
-    from tumorgen.synthesis.generate import resolve_inference_device
-
-    return InceptionFeatures(path=inception, device=str(resolve_inference_device(device)))
 
 
-def _real_features(cache, key: dict, compute: Callable[[], dict]) -> dict:
-    """Real cases' `plane_features`, kept in `cache` (when given) under a hash of what determines them."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cached_features(None if cache is None else Path(cache), f"paired-{digest}", compute)
 
 
 def _load_cases(eval_cases, *, suv_max: float, seed: int) -> list[PairedCase]:
@@ -306,7 +268,7 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
     if not train_cases:
         raise fail_on(dataset.root / "dataset.json", "has no training tumors for the floor and the baselines")
 
-    feature_fn = _features(features, inception, device)  # before the work: a missing network fails fast
+    feature_fn = feature_extractor(features, inception, device)  # before the work: a missing network fails fast
     started = time.perf_counter()
     cases = _load_cases(eval_cases, suv_max=suv_max, seed=seed)
     train_loaded = [c.load() for c in train_cases]
@@ -391,14 +353,14 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
     if feature_fn is not None:
         key = {"dataset": hashlib.sha256((dataset.root / "dataset.json").read_bytes()).hexdigest(),
                "features": features, "network": str(getattr(feature_fn, "path", "")), "n_per_plane": slices_per_plane}
-        fid, floor = _fid(cases, train_cases, train_suv, train_masks, outputs, key=key, features=feature_fn,
+        fid, floor = fid_scores(cases, train_cases, train_suv, train_masks, outputs, key=key, features=feature_fn,
                           cache=feature_cache, n=slices_per_plane, suv_max=suv_max, seed=seed)
         log(f"features ({features}) done at {time.perf_counter() - started:.0f} s")
 
     radiomic = None
     if radiomics:
         t0 = time.perf_counter()
-        radiomic = _radiomics(cases, train_loaded, outputs, suv_max=suv_max, seed=seed)
+        radiomic = radiomic_scores(cases, train_loaded, outputs, suv_max=suv_max, seed=seed)
         write_text(stage / "radiomics.md", render_radiomics(radiomic["comparison"]))
         log(f"radiomics ({sum(len(p) for p in radiomic['panels'].values())} tumors) done in "
             f"{time.perf_counter() - t0:.0f} s")
@@ -443,81 +405,3 @@ def _run(stage: Path, *, data, methods, split, val_cases, val_seed, steps, told_
                          {name: outs[:MONTAGE_CASES] for name, outs in outputs.items()})
     write_json(stage / "metrics.json", metrics)  # last: its presence means the folder is complete
     return metrics
-
-
-def _radiomics(cases, train_loaded, outputs, *, suv_max: float, seed: int) -> dict:
-    """The radiomic panel of every real test tumor, real training tumor (the floor's pool) and output."""
-    def spacing(affine) -> np.ndarray:
-        return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-    panels = {"real": [radiomic_panel(c.suv, c.mask, spacing(c.affine)) for c in cases],
-              "reference": [radiomic_panel(image * np.float32(suv_max), mask, spacing(affine))
-                            for image, mask, affine in train_loaded if np.asarray(mask).any()]}
-    for name, outs in outputs.items():
-        panels[name] = [radiomic_panel(suv, mask, spacing(c.affine)) for c, (suv, mask) in zip(cases, outs)]
-    methods = {name: panels[name] for name in outputs}
-    comparison = compare_panels(panels["real"], methods, panels["reference"], repeats=FLOOR_REPEATS, seed=seed)
-    return {"panels": panels, "comparison": comparison}
-
-
-def write_paired_montage(path: Path, cases: list, rows: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> Path:
-    """Rows: real, then each method; column groups: cases, each cropped around its box (grown by half its
-    extent a side), gray up to the real crop's SUV p99; real masks red, generated ones green."""
-    grid = [[Panel(image=case.suv, mask=case.mask, box=case.box) for case in cases]]
-    grid += [[Panel(image=suv, mask=mask, box=case.box, contour="lime") for case, (suv, mask) in zip(cases, outs)]
-             for outs in rows.values()]
-    return write_montage(path, grid, row_labels=["real", *rows], group_titles=[case.name for case in cases],
-                         scale="column", crop=MONTAGE_CROP, panel_inches=1.35, colorbar=None,
-                         title="paired protocol: real (red mask) and each method (green mask) in the erased box "
-                               "(dashed); inverted gray, 0 to SUV p99 of the real crop")
-
-
-def _fid(cases, train_cases, train_suv, train_masks, outputs, *, key, features, cache, n, suv_max, seed):
-    """FID/KID on tumor-centred slices (model range [0, 1], as the PREP cache and `tumorgen evaluate`)."""
-
-    def to_unit(suv):
-        return np.clip(suv / np.float32(suv_max), 0.0, 1.0)
-
-    real_feats = _real_features(cache, {**key, "cases": [c.name for c in cases]}, lambda: plane_features(
-        [to_unit(c.suv) for c in cases], features=features, where="tumor", masks=[c.mask for c in cases],
-        n_per_plane=n))
-    floor = None
-    if len(train_suv) >= 2:
-        pool_feats = _real_features(cache, {**key, "cases": [c.name for c in train_cases]}, lambda: plane_features(
-            [to_unit(s) for s in train_suv], features=features, where="tumor", masks=train_masks, n_per_plane=n))
-        floor = real_floor_against_pool(real_feats, pool_feats, seed=seed, repeats=FLOOR_REPEATS)
-    fid = {}
-    for name, outs in outputs.items():
-        centres = [m if m.any() else box_mask(m.shape, c.box) for c, (_, m) in zip(cases, outs)]
-        gen_feats = plane_features([to_unit(s) for s, _ in outs], features=features, where="tumor",
-                                   masks=centres, n_per_plane=n)
-        fid[name] = scores_from_features(real_feats, gen_feats, seed=seed)
-    return fid, floor
-
-
-def summary_lines(metrics: dict) -> list[str]:
-    """What the command prints: a heading, the table, the fixed costs and the notes."""
-    protocol = metrics["protocol"]
-    lines = [f"paired protocol on {metrics['split']} ({len(metrics['cases'])} cases), {protocol['features']} "
-             f"features, {protocol['slices_per_plane']} tumor-centred slices per plane; floor = real test vs "
-             f"{(metrics['floor'] or {}).get('n_generated', '-')} real train cases"]
-    lines += render_markdown(COLUMNS, metrics["table"]).splitlines()
-    for method, cost in metrics["fixed_cost"].items():
-        lines.append(f"{method} fixed cost (not in s/sample): load {cost['load_s']:.2f} s + first call "
-                     f"({cost['first_call']}) {cost['first_call_s']:.2f} s")
-    if metrics.get("radiomics"):
-        c = metrics["radiomics"]["comparison"]
-        cov = c["features"]["cov"]
-        lines.append("radiomics (radiomics.md): features within the real-vs-real floor: " + ", ".join(
-            f"{name} {count} of {c['n_features']}" for name, count in c["within_floor"].items()))
-        lines.append(f"  CoV median: real {cov['real_median']:.2f}, " + ", ".join(
-            f"{name} {m['median']:.2f}" for name, m in cov["methods"].items()) + "; hot rim share: " + ", ".join(
-            f"{name} {share:.0%}" for name, share in c["rim_share"].items() if share is not None))
-    for name, result in (metrics.get("uptake_request") or {}).items():
-        overall = result["overall"]
-        lines.append(f"uptake on request (uptake_request.md), {name}: {overall['within']:.0%} within "
-                     f"{result['tolerance']:.0%} of the asked SUVmean over {overall['n']} asks, slope "
-                     f"{overall['slope']:.2f}, {overall['empty']} empty"
-                     + ("" if metrics.get("match_uptake") is False else " (scaled to the ask: uptake_match)"))
-    lines += [f"note: {note}" for note in metrics["notes"]]
-    return lines
