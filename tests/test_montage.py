@@ -64,3 +64,21 @@ def test_gray_tops_per_column_group_per_row_or_shared():
     assert gray_tops(views, "row") == [[1.0, 1.0], [8.0, 8.0]]
     assert gray_tops(views, "shared") == [[8.0, 8.0], [8.0, 8.0]]
     assert gray_tops(views, 3) == [[3.0, 3.0], [3.0, 3.0]]
+    assert gray_tops(views, [2.0, 5.0]) == [[2.0, 2.0], [5.0, 5.0]]
+    with pytest.raises(ValueError, match="one per row"):
+        gray_tops(views, [2.0])
+
+
+def test_each_case_is_shown_on_its_real_tumors_scale():
+    from tumorgen.demo.montage import case_tops
+
+    mask = np.zeros((4, 4, 4), np.uint8)
+    mask[1:3, 1:3, 1:3] = 1
+    real = np.full((4, 4, 4), 1.0, np.float32)
+    real[1, 1, 1] = 6.0  # the real tumor's SUVmax
+    hot_sample = np.full((4, 4, 4), 24.0, np.float32)
+    rows = [{"case": "a", "image": real, "mask": mask}, {"case": "a", "image": hot_sample, "mask": mask},
+            {"case": "b", "image": np.arange(64, dtype=np.float32).reshape(4, 4, 4), "mask": np.zeros_like(mask)}]
+    tops = case_tops(rows)
+    assert tops[:2] == [6.0, 6.0]  # the hot sample saturates on case a's scale, it does not set it
+    assert tops[2] == pytest.approx(np.percentile(np.arange(64), 99.5))

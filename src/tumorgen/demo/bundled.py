@@ -108,8 +108,9 @@ def run_bundled_demo(*, out: str | Path = "demo_out", model: str | None = None, 
     result.seconds["synthesize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    write_labelled_rows(out / "montage_examples.png", rows_examples,
-                        title="Real sarcomas, then tumors grown in their erased box\nred = mask, dashed = box")
+    write_labelled_rows(out / "montage_examples.png", rows_examples, by_case=True,
+                        title="Real sarcomas, then tumors grown in their erased box, each case on its real "
+                              "tumor's SUV scale\nred = mask, dashed = box")
     write_labelled_rows(out / "montage_phantoms.png", rows_phantoms,
                         title="Tumors grown in the lungs of healthy phantoms\nred = mask, dashed = box")
     result.seconds["montages and report"] = time.perf_counter() - t0
@@ -146,9 +147,10 @@ def _synthesize_example(tg, case, out: Path, result: BundledDemoResult, num: int
     made = tg.synthesize(scan, box=box, num=num, seed=sample_seed, on_samples=on_samples)
     _record(result, made, "example", case.name, case.image, out, sample_seed, f"--box {' '.join(map(str, box))}",
             real=tumor_summary(scan.array, mask, scan.spacing))
-    rows = [{"label": f"real {case.name}", "image": scan.array, "mask": mask, "affine": scan.affine, "box": box}]
-    rows += [{"label": f"synthetic {case.name} #{k}", "image": r.image, "mask": r.mask, "affine": r.affine,
-              "box": r.box} for k, r in enumerate(made)]
+    rows = [{"label": f"real {case.name}", "case": case.name, "image": scan.array, "mask": mask,
+             "affine": scan.affine, "box": box}]
+    rows += [{"label": f"synthetic {case.name} #{k}", "case": case.name, "image": r.image, "mask": r.mask,
+              "affine": r.affine, "box": r.box} for k, r in enumerate(made)]
     write_outputs(made, scan_path=case.image, out_dir=out / "synthetic", case_name=case.name, overwrite=True,
                   manifest_extra={"model": result.model, "steps": tg.sample_steps})
     return rows

@@ -88,13 +88,18 @@ def _io_axes(affine: np.ndarray) -> np.ndarray:
 
 
 def gray_tops(views: list[list[PanelView]], scale) -> list[list[float]]:
-    """The top of the gray scale for each panel, `[row][group]`: a number, "shared", "column" or "row".
+    """The top of the gray scale for each panel, `[row][group]`: a number, one number per row, "shared",
+    "column" or "row".
 
     "column": per column group, the first row's (the reference's) 99th percentile; "row": per row, its
     first panel's (when each row is a case whose scans differ in uptake); "shared": one for all, so
     uptake compares across every panel.
     """
     rows, groups = len(views), len(views[0])
+    if isinstance(scale, (list, tuple)):
+        if len(scale) != rows:
+            raise ValueError(f"{len(scale)} scale tops for {rows} rows: one per row")
+        return [[max(float(top), 1e-6)] * groups for top in scale]
     if not isinstance(scale, str):
         return [[float(scale)] * groups for _ in range(rows)]
     if scale == "column":
@@ -106,7 +111,7 @@ def gray_tops(views: list[list[PanelView]], scale) -> list[list[float]]:
         top = max(max(float(np.percentile(v.image, 99.5)), float(v.image[v.mask].max()) if v.mask.any() else 0.0)
                   for row in views for v in row)
         return [[max(top, 1e-6)] * groups for _ in range(rows)]
-    raise ValueError(f"scale must be a number, 'shared', 'column' or 'row', got {scale!r}")
+    raise ValueError(f"scale must be a number, one per row, 'shared', 'column' or 'row', got {scale!r}")
 
 
 def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labels: Sequence[str],
@@ -120,8 +125,9 @@ def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labe
         rows: equally long lists of panels; panel g of every row belongs to column group g (e.g. a case).
         row_labels: one label per row, left of its first panel.
         group_titles: one title per column group (default: the plane names only).
-        scale: the gray scale's top: a number, "shared" (one for all), "column" (per group, from row 0) or
-            "row" (per row, from its first panel); see `gray_tops`.
+        scale: the gray scale's top: a number, one number per row, "shared" (one for all), "column" (per
+            group, from row 0) or "row" (per row, from its first panel); see `gray_tops`. Where the rows'
+            tops differ, each row gets its own colorbar.
         crop: None: whole volumes; a number: each panel cropped to its box grown by that x its extent a side.
         title: a line above the grid.
         panel_inches: the side of one plane's panel.
@@ -142,6 +148,7 @@ def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labe
                     layout="constrained")
     axes = figure.subplots(len(rows), 3 * groups, squeeze=False)
     shown = None
+    per_row = len({tuple(row_tops) for row_tops in tops}) > 1
     for r, (row, view_row) in enumerate(zip(rows, views)):
         for g, (panel, view) in enumerate(zip(row, view_row)):
             for p, (plane, fixed, horizontal, vertical) in enumerate(PLANES):
@@ -165,6 +172,8 @@ def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labe
                 if r == 0:
                     name = plane if group_titles is None else f"{group_titles[g]} {plane[0].upper()}"
                     ax.set_title(name, fontsize=8 if group_titles is None else 7)
-    if colorbar:
+        if colorbar and per_row:
+            figure.colorbar(shown, ax=axes[r, :].tolist(), shrink=0.9, label=colorbar)
+    if colorbar and not per_row:
         figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label=colorbar)
     return save_figure(figure, path, dpi=dpi, title=title)
