@@ -7,7 +7,7 @@ defaults below. Every default carries a comment saying why it is what it is.
 
 Overrides are typed: `vae.channels=16,32,32` becomes a tuple of ints, `train.amp=off` a string,
 `ablate=no_bapmg,no_fine` a tuple of ablation names. An unknown key is refused with the list of
-valid ones, never silently ignored.
+valid ones, never silently ignored (the typed dict <-> dataclass codec: `config_codec`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tumorgen.config_codec import merge, parse_text, to_dict
 from tumorgen.errors import TumorGenError, fail_on
 
 ABLATIONS = ("no_bapmg", "no_coarse", "no_fine", "no_vmr")
@@ -191,110 +191,6 @@ class Config:
     medfusion: MedFusionConfig = field(default_factory=MedFusionConfig)  # train-baseline --method medfusion
 
 
-# ---------------------------------------------------------------------------------------------
-# dict <-> dataclass, with types checked
-
-
-def to_dict(cfg: Any) -> dict:
-    """A JSON-ready nested dict (tuples become lists)."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            out[f.name] = to_dict(value)
-        elif isinstance(value, tuple):
-            out[f.name] = list(value)
-        else:
-            out[f.name] = value
-    return out
-
-
-def from_dict(data: dict, *, cls: type = Config, source: str = "config") -> Any:
-    """Build `cls` from a (possibly partial) nested dict; missing keys keep their defaults.
-
-    Args:
-        data: nested mapping, e.g. parsed TOML or JSON.
-        cls: the dataclass to build.
-        source: where the dict came from, named in error messages.
-    """
-    return _merge(cls(), data, prefix="", source=source)
-
-
-def _merge(base: Any, data: dict, *, prefix: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise fail_on(source, f"section '{prefix.rstrip('.') or 'top level'}' must be a table, got {data!r}")
-    hints = typing.get_type_hints(type(base))
-    names = [f.name for f in dataclasses.fields(base)]
-    changes = {}
-    for key, value in data.items():
-        if key not in names:
-            raise fail_on(source, f"unknown key '{prefix}{key}'; valid keys: {', '.join(prefix + n for n in names)}")
-        current = getattr(base, key)
-        if dataclasses.is_dataclass(current):
-            changes[key] = _merge(current, value, prefix=f"{prefix}{key}.", source=source)
-        else:
-            changes[key] = _coerce(value, hints[key], key=f"{prefix}{key}", source=source)
-    return validate(dataclasses.replace(base, **changes), source=source) if prefix == "" else dataclasses.replace(
-        base, **changes
-    )
-
-
-def _optional_inner(hint: Any) -> Any:
-    """`X` for a field typed `X | None`, else None."""
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(hint)) == 2:
-            return args[0]
-    return None
-
-
-def _coerce(value: Any, hint: Any, *, key: str, source: str) -> Any:
-    """Check `value` against a field's type; accept lists for tuples, ints for floats, None for `X | None`."""
-    inner = _optional_inner(hint)
-    if inner is not None:
-        return None if value is None else _coerce(value, inner, key=key, source=source)
-    origin = typing.get_origin(hint)
-    bad = fail_on(source, f"'{key}' must be {_type_name(hint)}, got {value!r}")
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        item_type = args[0]
-        if len(args) == 2 and args[1] is Ellipsis:
-            pass
-        elif len(value) != len(args):
-            raise bad
-        return tuple(_coerce(v, item_type, key=key, source=source) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"config field {key} has an unsupported type {hint}")
-
-
-def _type_name(hint: Any) -> str:
-    inner = _optional_inner(hint)
-    if inner is not None:
-        return f"{_type_name(inner)} or none"
-    if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        inner = _type_name(args[0])
-        return f"a list of {inner}s" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
-
-
 def validate(cfg: Config, *, source: str = "config") -> Config:
     """Refuse values that would fail later, deep inside training, with one sentence now."""
 
@@ -371,6 +267,16 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
 # presets, files and overrides
 
 
+def from_dict(data: dict, *, source: str = "config") -> Config:
+    """A checked `Config` from a (possibly partial) nested dict; missing keys keep their defaults.
+
+    Args:
+        data: nested mapping, e.g. parsed TOML or JSON.
+        source: where the dict came from, named in error messages.
+    """
+    return validate(merge(Config(), data, source=source), source=source)
+
+
 def load_config(name_or_path: str | Path | None = None) -> Config:
     """A preset name (`debug`, `phantom`, `hecktor`, `autopet`), a .toml/.json file, or None for defaults."""
     if name_or_path is None:
@@ -422,33 +328,9 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
         if dataclasses.is_dataclass(getattr(node, parts[-1])):
             raise TumorGenError(f"--set {item}: '{key}' is a section; set one of its keys")
         hint = typing.get_type_hints(type(node))[parts[-1]]
-        value = _parse_text(text, hint, key=key)
+        value = parse_text(text, hint, key=key)
         nested: dict = {parts[-1]: value}
         for part in reversed(parts[:-1]):
             nested = {part: nested}
-        cfg = _merge(cfg, nested, prefix="", source=f"--set {item}")
+        cfg = validate(merge(cfg, nested, source=f"--set {item}"), source=f"--set {item}")
     return cfg
-
-
-def _parse_text(text: str, hint: Any, *, key: str) -> Any:
-    """Turn the text of an override into a value of the field's type ("none" clears an `X | None` field)."""
-    inner = _optional_inner(hint)
-    if inner is not None:
-        return None if text.strip().lower() in ("none", "null", "") else _parse_text(text, inner, key=key)
-    if typing.get_origin(hint) is tuple:
-        inner = text.strip().strip("[]()").strip()
-        items = [s.strip().strip("'\"") for s in inner.split(",")] if inner else []
-        return [_parse_text(s, typing.get_args(hint)[0], key=key) for s in items]
-    if hint is bool:
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise TumorGenError(f"--set {key}={text}: '{key}' must be true or false")
-    if hint in (int, float):
-        try:
-            return int(text) if hint is int else float(text)
-        except ValueError:
-            raise TumorGenError(f"--set {key}={text}: '{key}' must be {_type_name(hint)}") from None
-    return text
