@@ -3,6 +3,7 @@
     python benchmarks/paper_tables.py --data prep/ibsi --out benchmarks/results/paper [--dry-run]
         [--config ibsi] [--steps N] [--vae-steps N] [--seg-steps 2000] [--seeds 0,1,2]
         [--parts table1,table2,table3,fig4] [--reuse vae=runs/ibsi/vae] [--work DIR] [--features inception]
+        [--radiomics]
 
 Trains, bounded by steps (every variant the same number of updates; default: the config's), the VAE,
 TumorGen, its four ablations, DiffTumor, BLD, MedFusion, HA-GAN and the alignment segmenter into --work
@@ -66,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--speed-repeats", type=int, default=3, help="timed runs per configuration (median)")
     parser.add_argument("--healthy-per-case", type=int, default=2, help="Fig. 4's tumors per test scan")
     parser.add_argument("--clearance-mm", type=float, default=20.0, help="Fig. 4's distance from the real tumor")
+    parser.add_argument("--radiomics", action="store_true",
+                        help="also the IBSI radiomic panel of every method in Table 1 (needs tumorgen[radiomics])")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
     return parser.parse_args(argv)
 
@@ -78,7 +81,7 @@ def main(argv=None) -> int:
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()), features=args.features,
         inception=args.inception, device=args.device, reuse=args.reuse, sample_steps=args.sample_steps,
         speed_batch=args.speed_batch, speed_repeats=args.speed_repeats, healthy_per_case=args.healthy_per_case,
-        clearance_mm=args.clearance_mm)
+        clearance_mm=args.clearance_mm, radiomics=args.radiomics)
     try:
         if args.dry_run:
             print("\n".join(dry_run(options)))

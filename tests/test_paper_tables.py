@@ -5,7 +5,9 @@ README written, nothing run again on a second call, a raised budget resumed, the
 
 from __future__ import annotations
 
+
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -53,7 +55,8 @@ def _options(prep, root: Path, **changes) -> PaperOptions:
 
 @pytest.mark.slow
 def test_every_table_from_one_prep_cache_and_nothing_twice(prep, tmp_path, one_thread):
-    options = _options(prep, tmp_path)
+    radiomics = importlib.util.find_spec("mirp") is not None  # `make test` installs it
+    options = _options(prep, tmp_path, radiomics=radiomics)
     recorder = Recorder()
     summary = run_paper(options, command="python benchmarks/paper_tables.py ...", runner=recorder, say=lambda _: None)
     trained = [c[0] + (" " + c[2] if c[0] == "train-baseline" else "") for c in recorder.calls
@@ -86,6 +89,8 @@ def test_every_table_from_one_prep_cache_and_nothing_twice(prep, tmp_path, one_t
     for words in ("python benchmarks/paper_tables.py", "## Table 1", "## Table 2", "## Table 3", "## Fig. 4",
                   "| seg | 2 (2) |", "The paper's Table 1", "fig4_healthy.png"):
         assert words in readme, words
+    if radiomics:
+        assert "table1_radiomics.md" in readme and "syntumor" in (out / "table1_radiomics.md").read_text()
 
     again = Recorder()
     second = run_paper(options, runner=again, say=lambda _: None)
@@ -114,6 +119,10 @@ def test_the_dry_run_lists_every_job_with_its_steps_and_runs_nothing(prep, tmp_p
     assert "steps: VAE 4; TumorGen, each ablation and each baseline 4; MedFusion's VAE 4; segmenter 2" in text
     assert text.count("[new] train") == 11 and "--set ablate=no_vmr" in text and "train-seg" in text
     assert "[to run] paired main" in text and "[to run] healthy" in text and "[to run] speed" in text
+    assert "--radiomics" not in text
+    with_panel = "\n".join(dry_run(replace(options, radiomics=True)))
+    panel_lines = [line for line in with_panel.splitlines() if "--radiomics" in line]
+    assert len(panel_lines) == 1 and "paired/main " in panel_lines[0]  # Table 1's run alone
     assert not options.work_dir.exists()
     assert [j.name for j in trainings(check_options(replace(options, parts=("fig4",))))] == ["train vae",
                                                                                            "train tumorgen"]

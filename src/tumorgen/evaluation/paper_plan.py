@@ -65,6 +65,8 @@ class PaperOptions:
         baseline_steps: DDIM/DDPM steps of DiffTumor, BLD and MedFusion.
         speed_batch, speed_repeats: Table 3's batch (beside batch 1) and timed repeats (median).
         healthy_per_case, clearance_mm: Fig. 4's tumors per test scan and their distance from the real tumor.
+        radiomics: also the IBSI radiomic panel of every method's tumors in Table 1's run (needs
+            `tumorgen[radiomics]`): how each method's tumors look up close, beside the real ones.
     """
 
     data: Path
@@ -87,6 +89,7 @@ class PaperOptions:
     speed_repeats: int = 3
     healthy_per_case: int = 2
     clearance_mm: float = 20.0
+    radiomics: bool = False
 
     @property
     def work_dir(self) -> Path:
@@ -191,7 +194,8 @@ def trainings(options: PaperOptions) -> list[Job]:
 
 
 def paired_argv(options: PaperOptions, out: Path, methods: Sequence[tuple[str, str | None]], *, steps: Sequence[int],
-                seed: int, sampler: str = "ddim", save_volumes: bool = False) -> tuple[str, ...]:
+                seed: int, sampler: str = "ddim", save_volumes: bool = False,
+                radiomics: bool = False) -> tuple[str, ...]:
     """`tumorgen evaluate-paired` with the plan's protocol settings."""
     listed = ",".join(kind if run is None else f"{kind}={run}" for kind, run in methods)
     argv = ["evaluate-paired", "--data", str(options.data), "--out", str(out), "--methods", listed,
@@ -202,6 +206,8 @@ def paired_argv(options: PaperOptions, out: Path, methods: Sequence[tuple[str, s
         argv += ["--inception", str(options.inception)]
     if save_volumes:
         argv.append("--save-volumes")
+    if radiomics:
+        argv.append("--radiomics")
     return tuple(argv)
 
 
@@ -235,7 +241,8 @@ def evaluations(options: PaperOptions) -> list[Job]:
         methods = [(k, None if k == "syntumor" else str(run_dir(options, k))) for k in kinds]
         out = work / "paired" / "main"
         jobs.append(Job(name="paired main", kind="paired", out=out, needs=tuple(k for k in kinds if k != "syntumor"),
-                        argv=paired_argv(options, out, methods, steps=main_paired_steps(options), seed=seed),
+                        argv=paired_argv(options, out, methods, steps=main_paired_steps(options), seed=seed,
+                                         radiomics=options.radiomics),
                         detail=f"Table 1 (and Table 3's FIDs): {', '.join(kinds)}; TumorGen RFM-"
                                f"{','.join(map(str, main_paired_steps(options)))}, "
                                f"baselines DDIM-{options.baseline_steps}"))

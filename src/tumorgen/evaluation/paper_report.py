@@ -34,6 +34,8 @@ def write_outputs(options, results: dict, info: dict) -> dict:
         write_table(TABLE1_COLUMNS, tables["table1"], out / "table1")
         write_table(PUBLISHED_TABLE1_COLUMNS, published_table1_rows(), out / "table1_paper")
         _copy(work / "paired" / "main" / "montage.png", out / "table1_montage.png")
+        if options.radiomics:
+            _copy(work / "paired" / "main" / "radiomics.md", out / "table1_radiomics.md")
     if "table2" in parts:
         tables["table2"] = table2_rows(results["table2"], sample_steps=options.sample_steps)
         write_table(TABLE2_COLUMNS, tables["table2"], out / "table2")
@@ -101,7 +103,9 @@ def render_readme(options, summary: dict, results: dict) -> str:
                   "is named when it exceeds the floor's spread. Beside ours, the paper's FID(Avg).", "",
                   render_markdown(TABLE1_COLUMNS, tables["table1"]),
                   "The paper's Table 1:", "", render_markdown(PUBLISHED_TABLE1_COLUMNS, published_table1_rows()),
-                  "Every method in each case's box: `table1_montage.png` (real, then each method).", ""]
+                  "Every method in each case's box: `table1_montage.png` (real, then each method)."
+                  + (" Each method's tumors up close (IBSI radiomic panel by MIRP, beside the real tumors and "
+                     "the real-vs-real floor): `table1_radiomics.md`." if options.radiomics else ""), ""]
     if "table2" in tables:
         lines += ["## Table 2: ablations (each trained with the same steps on the same VAE)", "",
                   f"TumorGen RFM-{options.sample_steps}. FID and KID: mean ± sd over the protocol seeds listed; "
