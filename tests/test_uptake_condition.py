@@ -141,7 +141,7 @@ def test_suv_mean_is_refused_by_a_model_without_the_condition_and_outside_the_ra
     from tumorgen.errors import TumorGenError
     from tumorgen.io.nifti import save_volume
 
-    scan = np.full((16, 16, 16), 1.0, dtype=np.float32)
+    scan = np.full((16, 16, 16), 2.0, dtype=np.float32)
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
     with pytest.raises(TumorGenError, match="without flow.uptake_condition"):
         TumorGen.load(trained_debug_run, device="cpu").synthesize(scan, affine=affine, box=(4, 4, 4, 12, 12, 12),

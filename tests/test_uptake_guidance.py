@@ -185,7 +185,7 @@ def test_guidance_is_refused_by_a_model_trained_without_dropout(trained_debug_ru
     from tumorgen.api import TumorGen
     from tumorgen.errors import TumorGenError
 
-    scan = np.full((16, 16, 16), 1.0, dtype=np.float32)
+    scan = np.full((16, 16, 16), 2.0, dtype=np.float32)
     with pytest.raises(TumorGenError, match="without flow.uptake_dropout"):
         TumorGen.load(trained_debug_run, device="cpu").synthesize(scan, affine=np.diag([4.0, 4.0, 4.0, 1.0]),
                                                                   box=(4, 4, 4, 12, 12, 12), steps=1, guidance=2.0)

@@ -42,8 +42,11 @@ from tumorgen.synthesis.preview import write_preview
 
 # A PET scan in SUV has no large negative values and rarely exceeds ~100; a CT (HU, down to -1000)
 # or an activity image (Bq/mL, 1e3-1e5) passed by mistake is refused rather than synthesized into.
+# Nor does it peak at 1 or below (blood pool and liver alone sit at 1.5-3): such a scan was normalised
+# (e.g. to [0, 1]) and would get tumors on a scale ten times too hot for it.
 SUV_MIN = -1.0
 SUV_MAX_PLAUSIBLE = 500.0
+SUV_PEAK_MIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,17 @@ class SynthesisResult:
 
 
 def check_scan_is_suv(scan: Volume) -> None:
-    """Refuse a scan whose values cannot be SUV (a CT, or activity not converted to SUV)."""
+    """Refuse a scan whose values cannot be SUV (a CT, activity not converted to SUV, or a normalised image)."""
     low, high = float(scan.array.min()), float(scan.array.max())
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise fail_on(scan.path, "holds NaN or infinite values; a PET scan in SUV is needed")
     if low < SUV_MIN:
         raise fail_on(scan.path, f"has values down to {low:g}; a PET scan in SUV is needed (is this a CT?)")
     if high > SUV_MAX_PLAUSIBLE:
         raise fail_on(scan.path, f"has values up to {high:g}; a PET scan in SUV is needed (convert Bq/mL to SUV)")
+    if high <= SUV_PEAK_MIN:
+        raise fail_on(scan.path, f"peaks at {high:.3g}, below any PET in SUV (blood pool and liver alone are "
+                                 "1.5-3); is it normalised, e.g. to [0, 1]? A PET scan in SUV is needed")
 
 
 def sample_seeds(seed: int, num: int) -> list[int]:
