@@ -77,7 +77,7 @@ def _write_garbage(path):
     return path
 
 
-@pytest.mark.parametrize("problem", ["box_outside", "box_too_small", "ct_not_suv", "not_a_run",
+@pytest.mark.parametrize("problem", ["box_outside", "box_too_small", "ct_not_suv", "normalised_scan", "not_a_run",
                                      "missing_organ_mask", "corrupt_scan", "center_outside", "center_without_size",
                                      "size_not_positive", "unsafe_name"])
 def test_bad_input_is_one_sentence_naming_the_file_and_nothing_is_written(problem, trained_debug_run, scan_path,
@@ -91,6 +91,10 @@ def test_bad_input_is_one_sentence_naming_the_file_and_nothing_is_written(proble
         extra = ["--box", "10", "10", "10", "11", "14", "14"]
     elif problem == "ct_not_suv":
         named = scan = str(save_volume(np.full((40, 40, 32), -1000.0), np.diag([8.0, 8, 8, 1]), tmp_path / "ct.nii.gz"))
+    elif problem == "normalised_scan":  # a PET divided by its maximum: peaks at 1
+        pet = nib.load(scan)
+        values = np.asarray(pet.dataobj, dtype=np.float32)
+        named = scan = str(save_volume(values / values.max(), pet.affine, tmp_path / "normalised.nii.gz"))
     elif problem == "not_a_run":
         named = model = str(tmp_path)
     elif problem == "missing_organ_mask":

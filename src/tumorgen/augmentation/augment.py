@@ -59,7 +59,7 @@ class AugmentReport:
 def load_case(case) -> tuple[Volume, np.ndarray, Volume | None]:
     """A case's PET (checked to be SUV), its tumor mask (zeros without one) and its CT, if any."""
     scan = load_volume(case.image)
-    check_scan_is_suv(scan)
+    check_scan_is_suv(scan, whole=True)
     if case.mask is not None:
         mask = load_volume(case.mask, kind="mask")
         check_same_grid(scan, mask)

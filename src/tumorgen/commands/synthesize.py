@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     case = check_case_name(args.name) if args.name is not None else case_name_from_path(args.input)
     # every input is read and checked before the model loads and before anything is written
     scan = load_volume(args.input)
-    check_scan_is_suv(scan)
+    check_scan_is_suv(scan, whole=True)
     organ_mask = load_volume(args.organ_mask, kind="mask") if args.organ_mask else None
     ct = load_volume(args.ct) if args.ct else None
     for other in (organ_mask, ct):

@@ -126,8 +126,14 @@ class SynthesisResult:
     region: str = "given"  # where the box came from: "given", "organ", "lungs", "body"
 
 
-def check_scan_is_suv(scan: Volume) -> None:
-    """Refuse a scan whose values cannot be SUV (a CT, activity not converted to SUV, or a normalised image)."""
+def check_scan_is_suv(scan: Volume, *, whole: bool = False) -> None:
+    """Refuse a scan whose values cannot be SUV (a CT, activity not converted to SUV, NaNs), and with
+    `whole` (a scan read from a file, as the CLI takes it) one that peaks at 1 SUV or below: normalised.
+
+    The peak is judged on whole scans only: a crop, a patch or an erased window of a real PET in SUV
+    (the paired protocol's, the MONAI transform's) can peak near 1 (a validation case's erased
+    window peaks at 1.13).
+    """
     low, high = float(scan.array.min()), float(scan.array.max())
     if not np.isfinite(low) or not np.isfinite(high):
         raise fail_on(scan.path, "holds NaN or infinite values; a PET scan in SUV is needed")
@@ -135,7 +141,7 @@ def check_scan_is_suv(scan: Volume) -> None:
         raise fail_on(scan.path, f"has values down to {low:g}; a PET scan in SUV is needed (is this a CT?)")
     if high > SUV_MAX_PLAUSIBLE:
         raise fail_on(scan.path, f"has values up to {high:g}; a PET scan in SUV is needed (convert Bq/mL to SUV)")
-    if high <= SUV_PEAK_MIN:
+    if whole and high <= SUV_PEAK_MIN:
         raise fail_on(scan.path, f"peaks at {high:.3g}, below any PET in SUV (blood pool and liver alone are "
                                  "1.5-3); is it normalised, e.g. to [0, 1]? A PET scan in SUV is needed")
 
