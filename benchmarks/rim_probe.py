@@ -10,7 +10,8 @@ tumors can make rims only as often as they have them.
     python benchmarks/rim_probe.py --data prep/ibsi --model runs/ibsi625/tumorgen [--samples 6]
         [--threshold 1.2] [--out benchmarks/results/NAME]   # writes rim_probe.md
 
-The box is the paired protocol's (the real tumor's tight box + 2 voxels a face, erased by synthesis).
+The box is the paired protocol's (the real tumor's tight box + `BOX_MARGIN` voxels a face), erased as
+the protocol erases it before synthesis, so no voxel of the real tumor reaches the generated one.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import numpy as np
 
 from tumorgen.api import TumorGen
 from tumorgen.data.box_geometry import tight_box
+from tumorgen.data.erase import erase_box
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError
-from tumorgen.evaluation.radiomics import rim_core_ratio
+from tumorgen.evaluation.healthy import spacing_of
+from tumorgen.evaluation.paired import BOX_MARGIN, ERASE_SHELL
+from tumorgen.evaluation.radiomics import RIM_THRESHOLD, rim_core_ratio
 from tumorgen.io.atomic import atomic_path
 
 
@@ -35,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="run folder, exported model or bundled name (default: bundled)")
     parser.add_argument("--samples", type=int, default=6, help="tumors per box, for each of drawn and told")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the model's)")
-    parser.add_argument("--threshold", type=float, default=1.2, help="rim/core above which a tumor has a hot rim")
+    parser.add_argument("--threshold", type=float, default=RIM_THRESHOLD,
+                        help="rim/core above which a tumor has a hot rim")
     parser.add_argument("--out", type=Path, default=None, help="folder for rim_probe.md")
     return parser.parse_args(argv)
 
@@ -47,19 +52,21 @@ def real_ratios(dataset) -> list[dict]:
         for case in dataset.tumor_cases(split):
             image, mask, affine = case.load()
             suv = image * dataset.suv_max  # the cache stores SUV / suv_max
-            spacing = np.abs(np.diag(affine)[:3])
-            rows.append({"case": case, "split": split, "suv": suv, "mask": mask > 0, "affine": affine,
+            spacing = spacing_of(affine)
+            box = tight_box(mask > 0, margin=BOX_MARGIN)
+            erased = erase_box(suv, box, rng=np.random.default_rng(0), shell=ERASE_SHELL)
+            rows.append({"case": case, "split": split, "suv": suv, "erased": erased, "box": box,
+                         "mask": mask > 0, "affine": affine,
                          "spacing": spacing, "ratio": rim_core_ratio(suv, mask > 0, spacing),
                          "suv_mean": float(suv[mask > 0].mean())})
     return rows
 
 
 def probe(model: TumorGen, row: dict, *, samples: int, steps: int | None) -> dict[str, list[float]]:
-    """Generated rim/core ratios in the real tumor's box: uptake drawn, then told the real mean SUV."""
-    box = tight_box(row["mask"], margin=2)
+    """Generated rim/core ratios in the real tumor's erased box: uptake drawn, then told the real mean SUV."""
     result = {}
     for label, told in (("drawn", None), ("told", row["suv_mean"])):
-        outputs = model.synthesize(row["suv"], affine=row["affine"], box=box, num=samples, steps=steps, seed=0,
+        outputs = model.synthesize(row["erased"], affine=row["affine"], box=row["box"], num=samples, steps=steps, seed=0,
                                    suv_mean=told)
         result[label] = [rim_core_ratio(o.image, o.mask > 0, row["spacing"]) for o in outputs]
     return result
@@ -69,6 +76,8 @@ def report(rows: list[dict], probes: dict[str, dict], *, threshold: float, model
     lines = [f"# Hot rims: the real tumors' and the model's ({model})", ""]
     for split in ("train", "test"):
         ratios = np.array([r["ratio"] for r in rows if r["split"] == split])
+        if not ratios.size:
+            continue
         hot = int(np.sum(ratios > threshold))
         lines.append(f"- {split}: {hot} of {ratios.size} real tumors have rim/core > {threshold:g} "
                      f"({100 * hot / ratios.size:.0f}%); median rim/core {np.nanmedian(ratios):.2f}")

@@ -5,7 +5,6 @@ README written, nothing run again on a second call, a raised budget resumed, the
 
 from __future__ import annotations
 
-
 import csv
 import importlib.util
 import json
@@ -146,14 +145,18 @@ def test_the_noise_rule_on_made_up_rows():
     assert rows[1]["verdict"] == "–" and rows[1]["paper_FID"] == 52.035
 
 
-def test_bad_input_is_one_sentence_and_the_script_exits_2_without_a_traceback(tmp_path, prep):
+def test_bad_input_is_one_sentence_and_the_script_exits_2_without_a_traceback(tmp_path, prep, monkeypatch):
     for changes, words in (({"parts": ("table9",)}, "--parts takes some of"),
                            ({"seeds": (0, 0)}, "--seeds must be distinct"),
                            ({"steps": 0}, "--steps must be a positive integer"),
                            ({"reuse": {"vae": tmp_path}}, "is not a finished run"),
-                           ({"reuse": {"unet": tmp_path}}, "is not a run of the plan")):
+                           ({"reuse": {"unet": tmp_path}}, "is not a run of the plan"),
+                           ({"radiomics": True, "parts": ("table3",)}, "keep table1 in --parts")):
         with pytest.raises(TumorGenError, match=words):
             check_options(_options(prep, tmp_path, **changes))
+    monkeypatch.setattr("tumorgen.evaluation.radiomics.mirp_available", lambda: False)
+    with pytest.raises(TumorGenError, match="--radiomics needs MIRP"):  # before any training, not hours later
+        check_options(_options(prep, tmp_path, radiomics=True))
     script = ROOT / "benchmarks" / "paper_tables.py"
     argv = [sys.executable, str(script), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--dry-run"]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)

@@ -131,6 +131,13 @@ def check_options(options: PaperOptions) -> PaperOptions:
         raise TumorGenError(f"--parts takes some of {', '.join(PARTS)}, got {','.join(options.parts) or 'none'}")
     if not options.seeds or len(set(options.seeds)) != len(options.seeds):
         raise TumorGenError(f"--seeds must be distinct integers, got {','.join(map(str, options.seeds)) or 'none'}")
+    if options.radiomics:
+        from tumorgen.evaluation.radiomics import mirp_available
+
+        if "table1" not in options.parts:
+            raise TumorGenError("--radiomics adds a panel to Table 1's run: keep table1 in --parts")
+        if not mirp_available():  # refused now, not after hours of training
+            raise TumorGenError("--radiomics needs MIRP: pip install 'tumorgen[radiomics]'")
     counts = {"--steps": options.steps, "--vae-steps": options.vae_steps, "--seg-steps": options.seg_steps,
               "--seg-batch": options.seg_batch, "--sample-steps": options.sample_steps,
               "--baseline-steps": options.baseline_steps, "--speed-batch": options.speed_batch,

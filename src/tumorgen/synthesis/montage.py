@@ -96,7 +96,7 @@ def gray_tops(views: list[list[PanelView]], scale) -> list[list[float]]:
     uptake compares across every panel.
     """
     rows, groups = len(views), len(views[0])
-    if isinstance(scale, (list, tuple)):
+    if isinstance(scale, (list, tuple, np.ndarray)):
         if len(scale) != rows:
             raise ValueError(f"{len(scale)} scale tops for {rows} rows: one per row")
         return [[max(float(top), 1e-6)] * groups for top in scale]
@@ -115,7 +115,7 @@ def gray_tops(views: list[list[PanelView]], scale) -> list[list[float]]:
 
 
 def write_montage(path: str | Path, rows: Sequence[Sequence[Panel]], *, row_labels: Sequence[str],
-                  group_titles: Sequence[str] | None = None, scale: float | str = "shared",
+                  group_titles: Sequence[str] | None = None, scale: float | str | Sequence[float] = "shared",
                   crop: float | None = None, title: str = "", panel_inches: float = 3.1,
                   colorbar: str | None = "SUV", dpi: int = 90) -> Path:
     """Write the grid as a PNG atomically: one row per `rows` entry, three plane columns per group.
