@@ -58,3 +58,15 @@ def test_table3_columns():
     markdown = render_markdown(TABLE3_COLUMNS, rows)
     assert markdown.splitlines()[0] == "| method | sampler | steps | FID(Avg) | seconds per sample |"
     assert "| TumorGen | RFM | 10 | 55.86 | 0.218 |" in markdown
+
+
+def test_a_pipe_in_a_header_or_cell_does_not_split_its_column():
+    """An unescaped "|" in a header once shifted every later column of the radiomics panel by one."""
+    from tumorgen.evaluation.tables import Column
+
+    columns = [Column("feature", "feature", "{}"), Column("floor |d| mean / max", "floor", "{}"),
+               Column("value", "value", "{:.1f}")]
+    markdown = render_markdown(columns, [{"feature": "a|b", "floor": "0.1 / 0.2", "value": 3.0}])
+    unescaped = [line.replace("\\|", "") for line in markdown.splitlines()]
+    assert {line.count("|") for line in unescaped} == {4}  # three columns in the header, rule and row
+    assert "floor \\|d\\| mean / max" in markdown.splitlines()[0]

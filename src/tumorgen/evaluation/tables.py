@@ -112,8 +112,11 @@ def _cell(value, fmt: str) -> str:
 
 
 def render_markdown(columns: Sequence[Column], rows: Sequence[Mapping]) -> str:
-    """A GitHub Markdown table; missing values show as "–", std as "mean ± std"."""
-    lines = ["| " + " | ".join(c.header for c in columns) + " |",
+    """A GitHub Markdown table; missing values show as "–", std as "mean ± std".
+
+    A "|" in a header or a cell is escaped, or it would split the column and shift the row.
+    """
+    lines = ["| " + " | ".join(c.header.replace("|", "\\|") for c in columns) + " |",
              "|" + "|".join("---" if c.fmt == "{}" else "---:" for c in columns) + "|"]
     for row in rows:
         cells = []
