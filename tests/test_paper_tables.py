@@ -91,10 +91,14 @@ def test_every_table_from_one_prep_cache_and_nothing_twice(prep, tmp_path, one_t
     if radiomics:
         assert "table1_radiomics.md" in readme and "syntumor" in (out / "table1_radiomics.md").read_text()
 
+    assert "reading.md" not in readme.split("Made by")[1]  # linked only once a reading is written
+
+    (out / "reading.md").write_text("# Reading\n")
     again = Recorder()
     second = run_paper(options, runner=again, say=lambda _: None)
     assert again.calls == []
     assert json.dumps(second["tables"]) == json.dumps(summary["tables"])
+    assert "[reading.md](reading.md)" in (out / "README.md").read_text()
 
 
 def test_a_raised_budget_resumes_and_makes_the_figure_again(prep, tmp_path, one_thread):

@@ -87,6 +87,11 @@ def render_readme(options, summary: dict, results: dict) -> str:
         "- The paper's numbers are Hecktor / AutoPET, FID on whole-crop middle slices, a GPU: compare orders "
         "and gaps with ours, not values.",
         "",
+    ]
+    if (Path(options.out) / "reading.md").exists():
+        lines += ["**What the tables show** (what beats what beyond the noise, and what does not): "
+                  "[reading.md](reading.md), written by hand after the run.", ""]
+    lines += [
         "## Training, bounded by steps",
         "",
         "| run | steps (budget) | wall minutes | folder |",
