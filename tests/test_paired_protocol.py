@@ -169,7 +169,8 @@ def test_feature_cache_gives_the_same_scores(prep, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [["--methods", "blob,nonsense"], ["--methods", "difftumor"], ["--steps", "0"],
-                                   ["--methods", "blob=run"], ["--slices-per-plane", "0"]])
+                                   ["--methods", "blob=run"], ["--slices-per-plane", "0"],
+                                   ["--methods", "tumorgen=a,tumorgen=b"]])
 def test_bad_arguments_exit_2_with_one_line(prep, tmp_path, capsys, extra):
     code = protocol(["--data", str(prep), "--out", str(tmp_path / "bad"), "--features", "none", *extra])
     assert code == 2

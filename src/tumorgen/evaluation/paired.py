@@ -116,6 +116,10 @@ def parse_methods(text: str) -> list[tuple[str, str | None]]:
             raise TumorGenError(f"--methods: unknown {kind!r}; choose from {', '.join(KINDS)}")
         if source and kind not in MODEL_KINDS:
             raise TumorGenError(f"--methods: {kind} takes no model ({item!r})")
+        if any(kind == seen for seen, _ in methods):
+            # Its rows would share names (tumorgen-10 twice) and overwrite each other's results.
+            raise TumorGenError(f"--methods: {kind} is given twice; judge each {kind} model in its own call "
+                                "(with the same --seed, the boxes and the floor are the same)")
         methods.append((kind, source.strip() or None))
     if not methods:
         raise TumorGenError("--methods is empty")
