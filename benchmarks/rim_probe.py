@@ -53,10 +53,7 @@ def real_ratios(dataset) -> list[dict]:
             image, mask, affine = case.load()
             suv = image * dataset.suv_max  # the cache stores SUV / suv_max
             spacing = spacing_of(affine)
-            box = tight_box(mask > 0, margin=BOX_MARGIN)
-            erased = erase_box(suv, box, rng=np.random.default_rng(0), shell=ERASE_SHELL)
-            rows.append({"case": case, "split": split, "suv": suv, "erased": erased, "box": box,
-                         "mask": mask > 0, "affine": affine,
+            rows.append({"case": case, "split": split, "suv": suv, "mask": mask > 0, "affine": affine,
                          "spacing": spacing, "ratio": rim_core_ratio(suv, mask > 0, spacing),
                          "suv_mean": float(suv[mask > 0].mean())})
     return rows
@@ -64,9 +61,11 @@ def real_ratios(dataset) -> list[dict]:
 
 def probe(model: TumorGen, row: dict, *, samples: int, steps: int | None) -> dict[str, list[float]]:
     """Generated rim/core ratios in the real tumor's erased box: uptake drawn, then told the real mean SUV."""
+    box = tight_box(row["mask"], margin=BOX_MARGIN)
+    erased = erase_box(row["suv"], box, rng=np.random.default_rng(0), shell=ERASE_SHELL)
     result = {}
     for label, told in (("drawn", None), ("told", row["suv_mean"])):
-        outputs = model.synthesize(row["erased"], affine=row["affine"], box=row["box"], num=samples, steps=steps, seed=0,
+        outputs = model.synthesize(erased, affine=row["affine"], box=box, num=samples, steps=steps, seed=0,
                                    suv_mean=told)
         result[label] = [rim_core_ratio(o.image, o.mask > 0, row["spacing"]) for o in outputs]
     return result
