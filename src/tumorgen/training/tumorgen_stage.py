@@ -47,6 +47,7 @@ from tumorgen.training.run_folder import build_flow_models, load_vae
 from tumorgen.training.run_setup import (
     claim_run_dir, seeded_generator, stack_volumes, write_run_config,
 )
+from tumorgen.training.tumor_swap import swap_donors, swapped_batch
 
 
 def tight_box_sizes(mask: np.ndarray) -> list[int]:
@@ -182,6 +183,8 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     if boxes is not None and config.flow.erase_context:  # the same windows with their box erased
         erased = erase_windows(bank_images, bank_boxes, seed=train.seed)
         context = encode_latents(vae, erased, scale_factor=scale_factor, device=info.device)
+    bank = {"image": images, "mask": masks, "latent": latents, "box": boxes, "context": context, "uptake": uptake}
+    bank = {key: value for key, value in bank.items() if value is not None}
     model = build_flow_models(config, vae)
     data_gen = seeded_generator(train.seed)
     noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
@@ -191,16 +194,11 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     from tumorgen.training import objective
 
     def step_fn(runner: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        chosen = distributed.rank_slice(torch.randint(len(images), (train.batch_size * info.world_size,),
-                                                      generator=data_gen), info)
-        batch = {"image": images[chosen].to(info.device), "mask": masks[chosen].to(info.device),  # (B, 1, X, Y, Z)
-                 "latent": latents[chosen].to(info.device)}  # (B, c, h, w, d)
-        if boxes is not None:
-            batch["box"] = boxes[chosen].to(info.device)  # (B, 1, h, w, d)
-        if context is not None:
-            batch["context"] = context[chosen].to(info.device)  # (B, c, h, w, d)
-        if uptake is not None:
-            batch["uptake"] = uptake[chosen].to(info.device)  # (B,)
+        chosen = torch.randint(len(images), (train.batch_size * info.world_size,), generator=data_gen)
+        tumor = swap_donors(chosen, count=len(images), share=config.flow.tumor_swap, generator=data_gen)
+        # (B, 1, X, Y, Z) images and masks, (B, c, h, w, d) latents and context, (B, 1, h, w, d) boxes, (B,) uptakes
+        batch = swapped_batch(bank, distributed.rank_slice(chosen, info), distributed.rank_slice(tumor, info),
+                              device=info.device)
         models = TumorGenModels(vae=vae, unet=runner["unet"], refiner=runner["refiner"])
         # (step + 1): the logged steps (multiples of log_every) are refiner steps, so "rec" shows in metrics
         run_refiner = (step + 1) % config.flow.refiner_every == 0 and "no_vmr" not in ablate
