@@ -97,6 +97,8 @@ class FlowConfig:
     # v_untold); 1 is the told velocity alone (one U-Net call a step), > 1 follows the asked SUV more closely
     # (two calls). A drawn uptake always samples at 1: guided toward a training tumor's uptake that may not
     # suit the box, tumors got worse (IBSI validation, r4)
+    dropout: float = 0.0  # share of activations dropped in each U-Net residual block in training
+    # (models/block_dropout.py): the usual diffusion regulariser on small datasets; 0 draws nothing
     tumor_swap: float = 0.0  # share of training windows whose tumor comes from another window, in the
     # first one's erased context (training/tumor_swap.py): the context then cannot name its tumor
     outside_weight: float = 1.0  # flow-loss weight of latent voxels outside the box (inside: 1); the
@@ -216,6 +218,7 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
          "flow.uptake_embedding and flow.uptake_dropout need flow.uptake_condition = true")
     need(0.0 <= cfg.flow.uptake_dropout < 1.0, "flow.uptake_dropout must be in [0, 1)")
     need(cfg.flow.guidance >= 0.0, "flow.guidance must be >= 0")
+    need(0.0 <= cfg.flow.dropout < 1.0, "flow.dropout must be in [0, 1)")
     need(0.0 <= cfg.flow.tumor_swap < 1.0, "flow.tumor_swap must be in [0, 1)")
     need(not cfg.flow.tumor_swap or (cfg.data.window == "box" and cfg.flow.erase_context),
          "flow.tumor_swap needs data.window = 'box' and flow.erase_context = true (the swapped tumor sits in an erased context)")

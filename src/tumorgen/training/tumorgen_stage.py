@@ -40,6 +40,7 @@ from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path, write_json
 from tumorgen.io.files import sha256_file
+from tumorgen.models.block_dropout import attach_block_dropout
 from tumorgen.models.vae import encode_mean, latent_factor
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
@@ -188,6 +189,11 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
     model = build_flow_models(config, vae)
     data_gen = seeded_generator(train.seed)
     noise_gen = seeded_generator(train.seed * 1_000_003 + 1 + info.rank, device=info.device)
+    rank_generators = {"noise": noise_gen}
+    if config.flow.dropout:  # its own stream, so runs without dropout keep theirs
+        dropout_gen = seeded_generator(train.seed * 1_000_003 + 7_919 + info.rank, device=info.device)
+        attach_block_dropout(model["unet"], config.flow.dropout, generator=dropout_gen)
+        rank_generators["dropout"] = dropout_gen
     weights = {"coarse": config.flow.coarse_weight, "fine": config.flow.fine_weight, "rec": config.flow.rec_weight}
     ablate = frozenset(config.ablate)
     from tumorgen.models.tumorgen import TumorGenModels
@@ -217,6 +223,6 @@ def _train(*, data: Path, vae_run: Path, out: Path, config: Config, resume: bool
                 "size": list(dataset.size)}
 
     stage = Stage(kind="tumorgen", model=model, step_fn=step_fn, generators={"data": data_gen},
-                  rank_generators={"noise": noise_gen}, config=to_dict(config), extra_fn=extra_fn,
+                  rank_generators=rank_generators, config=to_dict(config), extra_fn=extra_fn,
                   compile_fn=compile_fn)
     return fit(stage=stage, run_dir=out, train=train, info=info, resume=resume, progress=progress)
