@@ -27,10 +27,10 @@ from tumorgen.data.box_geometry import tight_box
 from tumorgen.data.erase import erase_box
 from tumorgen.data.prepared import load_prepared
 from tumorgen.errors import TumorGenError
-from tumorgen.evaluation.healthy import spacing_of
 from tumorgen.evaluation.paired import BOX_MARGIN, ERASE_SHELL
 from tumorgen.evaluation.radiomics import RIM_THRESHOLD, rim_core_ratio
 from tumorgen.io.atomic import atomic_path
+from tumorgen.spacing import voxel_spacing
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,7 +52,7 @@ def real_ratios(dataset) -> list[dict]:
         for case in dataset.tumor_cases(split):
             image, mask, affine = case.load()
             suv = image * dataset.suv_max  # the cache stores SUV / suv_max
-            spacing = spacing_of(affine)
+            spacing = voxel_spacing(affine)
             rows.append({"case": case, "split": split, "suv": suv, "mask": mask > 0, "affine": affine,
                          "spacing": spacing, "ratio": rim_core_ratio(suv, mask > 0, spacing),
                          "suv_mean": float(suv[mask > 0].mean())})

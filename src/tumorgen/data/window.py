@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorgen.data.intensity import suv_to_model
+from tumorgen.spacing import voxel_spacing
 
 def window_axes(scan_affine: np.ndarray, axcodes: str | None = "RAS") -> tuple[np.ndarray, np.ndarray]:
     """Which scan axis, and which direction along it, each window axis follows.
@@ -98,7 +99,7 @@ def place_window(
     spacing = np.asarray(spacing, dtype=np.float64)
     scan_shape = np.asarray(scan_shape, dtype=np.int64)
     scan_affine = np.asarray(scan_affine, dtype=np.float64)
-    scan_spacing = np.sqrt((scan_affine[:3, :3] ** 2).sum(axis=0))
+    scan_spacing = voxel_spacing(scan_affine)
     perm, flip = window_axes(scan_affine, axcodes)
     lo, hi = np.asarray(box[:3], dtype=np.float64), np.asarray(box[3:], dtype=np.float64)
     center = (lo + hi - 1.0) / 2.0  # box center in scan voxel coordinates
@@ -201,7 +202,7 @@ def box_window_spacing(box, scan_affine: np.ndarray, *, fill: int, axcodes: str 
     so the tumor gets the whole grid, but never stretched more than `max_aspect` times relative to the
     box's longest side (a flat box would otherwise become a grid of smeared voxels).
     """
-    scan_spacing = np.sqrt((np.asarray(scan_affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    scan_spacing = voxel_spacing(scan_affine)
     extent = (np.asarray(box[3:], dtype=np.float64) - np.asarray(box[:3], dtype=np.float64)) * scan_spacing
     extent = np.maximum(extent, max(extent.max(), 1e-3) / max_aspect)  # per scan axis, mm
     perm, _ = window_axes(scan_affine, axcodes)

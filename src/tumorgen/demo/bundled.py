@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from tumorgen.api import TumorGen
 from tumorgen.data.examples import example_cases, tumor_box
 from tumorgen.data.phantom_layouts import write_phantom_dataset
@@ -29,6 +27,7 @@ from tumorgen.errors import TumorGenError
 from tumorgen.evaluation.tumor_measures import tumor_check
 from tumorgen.io.atomic import write_text
 from tumorgen.io.nifti import load_volume
+from tumorgen.spacing import voxel_spacing
 from tumorgen.synthesis.pipeline import derived_seed, write_outputs
 
 PHANTOM_SEED_OFFSET = 101  # the demo's healthy phantoms are not the --train demo's (seed 0) phantoms
@@ -172,7 +171,7 @@ def _synthesize_phantom(tg, name: str, pet: Path, ct: Path, out: Path, result: B
 def _record(result: BundledDemoResult, made, source: str, case: str, scan_path: Path, out: Path, seed: int,
             where: str, real: dict | None = None) -> None:
     for k, r in enumerate(made):
-        spacing = np.sqrt((r.affine[:3, :3] ** 2).sum(axis=0))
+        spacing = voxel_spacing(r.affine)
         result.samples.append(DemoSample(source=source, case=case, k=k, box=tuple(int(v) for v in r.box), seed=r.seed,
                                          seconds=r.seconds, stats=tumor_summary(r.image, r.mask, spacing),
                                          check=tumor_check(r.image, r.mask, r.box), real=real))

@@ -83,6 +83,7 @@ from tumorgen.evaluation.downstream_report import COLUMNS, git_commit, machine, 
 from tumorgen.evaluation.tables import render_markdown, write_table
 from tumorgen.generators import TumorGenerator, build_generator
 from tumorgen.io.atomic import write_json, write_text
+from tumorgen.spacing import voxel_spacing
 
 RESULT_NAME = "result.json"
 FORMAT = "tumorgen-downstream"
@@ -179,7 +180,7 @@ def score_test_split(run: Path, dataset: PreparedDataset, loaded: Loaded, *, tol
         if case.healthy or not label.any():
             healthy[case.name] = int(pred.sum())
             continue
-        spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+        spacing = voxel_spacing(affine)
         scores[case.name] = {"DSC": dice(pred, label), "NSD": nsd(pred, label, tolerance_mm=tolerance_mm,
                                                                      spacing=spacing)}
     return scores, healthy

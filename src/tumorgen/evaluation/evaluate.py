@@ -36,6 +36,7 @@ from tumorgen.evaluation.slices import PLANES
 from tumorgen.evaluation.tables import TABLE1_COLUMNS, table1_rows, write_table
 from tumorgen.evaluation.tumor_measures import connected_components, noise_inside_vs_outside, seam_step
 from tumorgen.io.atomic import atomic_path, staged_dir, write_json
+from tumorgen.spacing import voxel_spacing
 from tumorgen.synthesis.montage import Panel, write_montage
 
 FLOOR_REPEATS = 5  # random real-vs-real splits averaged for the floor
@@ -211,7 +212,7 @@ def evaluate_set(*, real: str | Path, generated: str | Path, out: str | Path, se
     if preds is not None:
         from tumorgen.evaluation.segmentation_metrics import segmentation_table
 
-        spacings = [tuple(np.sqrt((g[2][:3, :3] ** 2).sum(axis=0))) for g in loaded]
+        spacings = [tuple(voxel_spacing(g[2])) for g in loaded]
         segmentation = segmentation_table(preds, gen_masks, tolerance_mm=nsd_tolerance_mm, spacing=spacings)
         segmentation["source"] = str(segmenter or predictions)
 

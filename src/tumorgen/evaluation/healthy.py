@@ -41,6 +41,7 @@ from tumorgen.evaluation.tables import Column, render_markdown, write_table
 from tumorgen.evaluation.tumor_measures import tumor_check
 from tumorgen.generators import TumorGenerator
 from tumorgen.io.atomic import staged_dir, write_json
+from tumorgen.spacing import voxel_spacing
 from tumorgen.synthesis.boxes import body_mask, check_box, sample_box
 from tumorgen.synthesis.manifest import tumor_stats
 from tumorgen.synthesis.montage import Panel, write_montage
@@ -86,11 +87,6 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def spacing_of(affine: np.ndarray) -> np.ndarray:
-    """(3,) mm per voxel along the array's axes."""
-    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-
-
 def hot_spots(suv: np.ndarray, tumor: np.ndarray, spacing, *, hot_suv: float = HOT_SUV,
               min_ml: float = HOT_MIN_ML) -> np.ndarray:
     """(X, Y, Z) bool: connected regions above `hot_suv` of at least `min_ml`, the real tumor left out."""
@@ -127,7 +123,7 @@ class Zone:
 def placement_zone(suv: np.ndarray, tumor: np.ndarray, affine: np.ndarray, *, clearance_mm: float = CLEARANCE_MM,
                    hot_suv: float = HOT_SUV) -> Zone:
     """The scan's `Zone`: what lies within `clearance_mm` of the real tumor or a hot spot, the body, the distances."""
-    spacing = spacing_of(affine)
+    spacing = voxel_spacing(affine)
     tumor = np.asarray(tumor) > 0
     avoid = tumor | hot_spots(suv, tumor, spacing, hot_suv=hot_suv)
     far = ndimage.distance_transform_edt(~avoid, sampling=spacing) if avoid.any() else np.full(tumor.shape, np.inf)
@@ -165,7 +161,7 @@ def training_box_info(dataset, generator: TumorGenerator) -> ModelInfo:
     sizes, spacings = [], []
     for case in dataset.tumor_cases("train"):
         _, mask, affine = case.load()
-        box, spacing = tight_box(mask), spacing_of(affine)
+        box, spacing = tight_box(mask), voxel_spacing(affine)
         sizes.append(tuple(float((b - a) * s) for a, b, s in zip(box[:3], box[3:], spacing)))
         spacings.append(spacing)
     if not sizes:
@@ -247,7 +243,7 @@ def _place_in_case(case, suv_max: float, generator: TumorGenerator, info: ModelI
     suv = (image * np.float32(suv_max)).astype(np.float32)  # the cache is clip(SUV, 0, suv_max) / suv_max
     scan = as_volume(suv, affine=affine, what=f"{case.name} scan")
     zone = placement_zone(suv, tumor, affine, clearance_mm=clearance_mm, hot_suv=hot_suv)
-    spacing = spacing_of(affine)
+    spacing = voxel_spacing(affine)
     panels = [Panel(image=suv, mask=tumor, affine=affine)]
     samples = []
     for k, sample_seed in enumerate(sample_seeds(derived_seed(seed, case.name), per_case)):

@@ -19,6 +19,7 @@ from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
 from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, scores_from_features
 from tumorgen.evaluation.radiomics import radiomic_panel
 from tumorgen.evaluation.radiomics_compare import compare_panels
+from tumorgen.spacing import voxel_spacing
 
 FLOOR_REPEATS = 5  # random draws of train cases averaged for the real-vs-real floor
 
@@ -65,14 +66,11 @@ def fid_scores(cases, train_cases, train_suv, train_masks, outputs, *, key, feat
 
 def radiomic_scores(cases, train_loaded, outputs, *, suv_max: float, seed: int) -> dict:
     """The radiomic panel of every real test tumor, real training tumor (the floor's pool) and output."""
-    def spacing(affine) -> np.ndarray:
-        return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-    panels = {"real": [radiomic_panel(c.suv, c.mask, spacing(c.affine)) for c in cases],
-              "reference": [radiomic_panel(image * np.float32(suv_max), mask, spacing(affine))
+    panels = {"real": [radiomic_panel(c.suv, c.mask, voxel_spacing(c.affine)) for c in cases],
+              "reference": [radiomic_panel(image * np.float32(suv_max), mask, voxel_spacing(affine))
                             for image, mask, affine in train_loaded if np.asarray(mask).any()]}
     for name, outs in outputs.items():
-        panels[name] = [radiomic_panel(suv, mask, spacing(c.affine)) for c, (suv, mask) in zip(cases, outs)]
+        panels[name] = [radiomic_panel(suv, mask, voxel_spacing(c.affine)) for c, (suv, mask) in zip(cases, outs)]
     methods = {name: panels[name] for name in outputs}
     comparison = compare_panels(panels["real"], methods, panels["reference"], repeats=FLOOR_REPEATS, seed=seed)
     return {"panels": panels, "comparison": comparison}

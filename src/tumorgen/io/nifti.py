@@ -17,6 +17,7 @@ import numpy as np
 
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path
+from tumorgen.spacing import voxel_spacing
 
 # Largest volume we agree to read: 1024^3 voxels of float32 is 4 GiB, more than any PET scan
 # (AutoPET whole-body CTres is about 400 x 400 x 600).
@@ -36,7 +37,7 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return tuple(float(s) for s in voxel_spacing(self.affine))
 
 
 def read_header(path: str | Path) -> nib.Nifti1Image:

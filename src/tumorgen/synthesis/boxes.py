@@ -27,6 +27,7 @@ from scipy import ndimage
 from tumorgen.data.window import to_scan_axes, window_axes
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
+from tumorgen.spacing import voxel_spacing
 
 Box = tuple[int, int, int, int, int, int]
 
@@ -96,7 +97,7 @@ def box_from_world(center_mm: Sequence[float], size_mm: Sequence[float], *, affi
     affine = np.asarray(affine, dtype=np.float64)
     shape = np.asarray(shape, dtype=np.int64)
     center_vox = np.linalg.solve(affine[:3, :3], center - affine[:3, 3])  # (3,) continuous voxel index
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # mm per voxel along i, j, k
+    spacing = voxel_spacing(affine)  # mm per voxel along i, j, k
     half = size / spacing / 2.0  # (3,) half-size in voxels
     shown = ", ".join(f"{v:g}" for v in center)
     if np.any(center_vox < -0.5) or np.any(center_vox > shape - 0.5):

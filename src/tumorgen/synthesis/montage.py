@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from tumorgen.data.box_geometry import box_mask, box_slices
+from tumorgen.spacing import voxel_spacing
 from tumorgen.synthesis.preview import save_figure, to_ras
 
 # (plane, axis held fixed, horizontal axis, vertical axis), in (RAS) voxel axes
@@ -66,7 +67,7 @@ def panel_view(panel: Panel, *, crop: float | None = None) -> PanelView:
     if panel.affine is not None:
         affine = np.asarray(panel.affine, dtype=np.float64)
         order = np.argsort(_io_axes(affine))
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[order]
+        spacing = voxel_spacing(affine)[order]
         image, mask = to_ras(image, affine), to_ras(mask, affine)
         indicator = None if indicator is None else to_ras(indicator, affine)
     bounds = None

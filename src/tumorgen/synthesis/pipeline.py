@@ -26,6 +26,7 @@ import numpy as np
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.atomic import write_json
 from tumorgen.io.nifti import Volume, save_volume
+from tumorgen.spacing import voxel_spacing
 from tumorgen.synthesis.blend import blend_into_scan
 from tumorgen.synthesis.boxes import Box, check_box, parse_box, sample_box, sampling_region
 from tumorgen.synthesis.manifest import (
@@ -281,7 +282,7 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = []
     for k, (result, names) in enumerate(zip(results, planned)):
-        spacing = np.sqrt((result.affine[:3, :3] ** 2).sum(axis=0))
+        spacing = voxel_spacing(result.affine)
         save_volume(result.image, result.affine, out_dir / names["pet"], dtype=np.float32)
         save_volume(result.mask, result.affine, out_dir / names["mask"], dtype=np.uint8)
         write_preview(out_dir / names["preview"], image=result.image, mask=result.mask, box=result.box,

@@ -14,6 +14,7 @@ import numpy as np
 
 from tumorgen.data.box_geometry import box_slices
 from tumorgen.io.atomic import atomic_path
+from tumorgen.spacing import voxel_spacing
 
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def write_preview(
     image_ras = to_ras(image, affine)
     mask_ras = to_ras(mask > 0, affine)
     box_ras = to_ras(box_indicator, affine)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[np.argsort(ornt[:, 0])]  # RAS axis order
+    spacing = voxel_spacing(affine)[np.argsort(ornt[:, 0])]  # RAS axis order
     box_lo, box_hi = _bounds(box_ras)
     if mask_ras.any():
         center = np.round(np.argwhere(mask_ras).mean(axis=0)).astype(int)

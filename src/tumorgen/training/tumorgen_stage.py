@@ -42,6 +42,7 @@ from tumorgen.io.atomic import atomic_path, write_json
 from tumorgen.io.files import sha256_file
 from tumorgen.models.block_dropout import attach_block_dropout
 from tumorgen.models.vae import encode_mean, latent_factor
+from tumorgen.spacing import voxel_spacing
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import build_flow_models, load_vae
@@ -64,7 +65,7 @@ def describe_data(dataset: PreparedDataset, cases, masks: list[np.ndarray], affi
 
     `images` (the prepared volumes, SUV / suv_max) are needed when the model is uptake-conditioned.
     """
-    spacings = np.array([np.sqrt((a[:3, :3] ** 2).sum(axis=0)) for a in affines])  # (N, 3) mm
+    spacings = np.array([voxel_spacing(a) for a in affines])  # (N, 3) mm
     boxes_vox = [tight_box_sizes(m) for m in masks]
     boxes_mm = [[float(v * s) for v, s in zip(b, sp)] for b, sp in zip(boxes_vox, spacings)]
     info = {
