@@ -38,6 +38,7 @@ from tumorgen.io.atomic import atomic_path, write_text
 from tumorgen.training import distributed
 from tumorgen.training.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint, step_path
 from tumorgen.training.distributed import DistInfo
+from tumorgen.training.lr_schedule import apply_lr
 
 StepFn = Callable[[nn.Module, int], dict[str, torch.Tensor]]
 
@@ -168,6 +169,8 @@ def fit(*, stage: Stage, run_dir: str | Path, train: TrainConfig, info: DistInfo
     model.train()
     for step in range(start, train.steps):
         step_start = time.perf_counter()
+        if train.lr_schedule != "constant":
+            apply_lr(optimizer, train.lr_schedule, step, train.steps)
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(train, info.device):
             losses = stage.step_fn(runner, step)
