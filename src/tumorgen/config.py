@@ -23,6 +23,7 @@ from typing import Any
 
 from tumorgen.config_codec import merge, parse_text, to_dict
 from tumorgen.errors import TumorGenError, fail_on
+from tumorgen.training.lr_schedule import SCHEDULES
 
 ABLATIONS = ("no_bapmg", "no_coarse", "no_fine", "no_vmr")
 PRESETS = ("debug", "phantom", "hecktor", "autopet", "ibsi")
@@ -164,7 +165,8 @@ class TrainConfig:
 
     steps: int = 2000  # enough for the phantom demo to make tumor-like masks; GPU presets raise it
     lr: float = 1e-4  # AdamW's usual rate for LDM-style U-Nets and VAEs
-    lr_schedule: str = "constant"  # or "cosine": decay to zero over `steps` (training/lr_schedule.py)
+    lr_schedule: str = "constant"  # or "cosine": decay to zero over `steps` (training/lr_schedule.py);
+    # constant, because the EMA already smooths the weights: cosine tied it on IBSI validation (r12)
     weight_decay: float = 0.0  # regularisation comes from data augmentation (fresh boxes, noise, t)
     batch_size: int = 2  # batch 2 ran faster than batch 1 on a CPU (batch-1 conv3d takes a slow path)
     ema_decay: float = 0.999  # standard EMA for flow/diffusion weights; warmed up over early steps
@@ -263,7 +265,7 @@ def validate(cfg: Config, *, source: str = "config") -> Config:
         need(t.steps >= 0, f"{name}.steps must be >= 0")
         need(t.batch_size >= 1, f"{name}.batch_size must be >= 1")
         need(t.lr > 0, f"{name}.lr must be positive")
-        need(t.lr_schedule in ("constant", "cosine"), f"{name}.lr_schedule must be 'constant' or 'cosine'")
+        need(t.lr_schedule in SCHEDULES, f"{name}.lr_schedule must be one of {', '.join(SCHEDULES)}")
         need(0.0 <= t.ema_decay < 1.0, f"{name}.ema_decay must be in [0, 1)")
         need(t.checkpoint_every >= 1 and t.log_every >= 1, f"{name}.checkpoint_every and log_every must be >= 1")
         need(t.keep_checkpoints >= 1, f"{name}.keep_checkpoints must be >= 1")

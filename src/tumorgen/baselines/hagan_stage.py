@@ -12,8 +12,8 @@ rates, betas (0, 0.999); a network without gradients is skipped by Adam):
 The sub-volume's position is drawn once a step (as in the paper), from the data generator; noise from
 the noise generator; so `--resume` replays the run exactly. Every reconstruction is judged inside the
 box only (the real window is pasted outside), where the generator is trained. As in the paper there is
-no gradient clipping (`train.grad_clip` and `train.lr` do not apply), and synthesis uses the last
-weights; the loop's weight average (EMA) is kept in the checkpoint but not used.
+no gradient clipping and the paper's fixed rates (`train.grad_clip`, `train.lr` and `train.lr_schedule` do
+not apply), and synthesis uses the last weights; the loop's weight average (EMA) is kept in the checkpoint but not used.
 
 The run folder is `tumorgen train-baseline`'s: config.json, data.json (window, boxes, `method`),
 mask_bank.npz, metrics.jsonl (loss = the four terms' sum; d, g, e_high, e_global), loss_curve.png,
@@ -22,6 +22,7 @@ checkpoints/ of kind "hagan" holding all five networks.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -184,4 +185,5 @@ def _train(*, data: Path, out: Path, config: Config, resume: bool, progress: boo
     stage = Stage(kind="hagan", model=model, step_fn=step_fn, generators={"data": data_gen},
                   rank_generators={"noise": noise_gen}, config=to_dict(config), extra_fn=extra_fn,
                   optimizer=optimizer, manual_update=True)
-    return fit(stage=stage, run_dir=out, train=train, info=info, resume=resume, progress=progress)
+    fixed_rates = dataclasses.replace(train, lr_schedule="constant")  # the paper's rates throughout
+    return fit(stage=stage, run_dir=out, train=fixed_rates, info=info, resume=resume, progress=progress)

@@ -3,7 +3,9 @@ GroupNorm-SiLU, before the last convolution), for MONAI's network and its torch-
 
 Why: on 25-31 tumors the flow's samples get worse after ~500 steps however the windows are cut
 (validation r3, r5, r9, r10); dropout is the usual regulariser of diffusion U-Nets on small datasets
-(EDM: 0.13 on CIFAR-10, 0.25 on AFHQ). It is attached as a forward pre-hook on each block's `conv2`,
+(EDM: 0.13 on CIFAR-10, 0.25 on AFHQ). Measured at 0.2 (r11, `benchmarks/results/ibsi_validation/
+r11_dropout/`): it ties the recipe at 500 steps and declines after at the same rate, so it is an
+option, off by default. It is attached as a forward pre-hook on each block's `conv2`,
 so the weights and their names are unchanged (checkpoints load either way); only the training stage
 attaches it, and it does nothing in eval mode. Its masks come from a seeded generator (not the global
 RNG), which the training loop checkpoints, so a run with dropout still repeats and resumes exactly.

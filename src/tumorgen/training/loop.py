@@ -264,7 +264,9 @@ def _restore_generators(stage: Stage, rng: dict, info: DistInfo, *, source: Path
     for name, g in stage.rank_generators.items():
         key = f"{name}.rank{info.rank}"
         if key not in rng:
-            raise fail_on(source, f"has no '{key}' generator state: resume with the world size it was trained with")
+            raise fail_on(source, f"has no '{key}' generator state: resume with the world size it was trained "
+                                 "with, and without switching on an option that draws from its own generator "
+                                 "(flow.dropout) since")
         g.set_state(rng[key])
 
 

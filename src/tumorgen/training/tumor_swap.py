@@ -1,13 +1,19 @@
 """Tumor swap: train some windows on another window's tumor, in the first window's erased context.
 
-Why: on 25-31 FDG-PET tumors the flow stops improving after ~500 steps and then declines (validation
-r3, r5, r9), and four times the windows per tumor did not change that (r9): the erased context around a
-box names its case, so the flow learns "this scan -> this tumor" and, in a scan it never saw, makes a
-blend of its tumors (faint fills). With a share of the batch swapped, the context no longer tells which
-tumor is inside, so what the flow can learn there is the tumors themselves. Box windows make the swap
-cheap: every window holds its box at the same fill of the window (`data.box_fill`), so a tumor fits any
-other window's box. The donor keeps its own box, mask and uptake; only the context comes from the
-recipient (its box erased, so the seam is the same kind as in an unswapped window).
+The hypothesis it tests: on 25-31 FDG-PET tumors the flow's samples decline after ~500 steps
+(validation r3, r5, r9), perhaps because the erased context around a box names its case, so the flow
+learns "this scan -> this tumor" and blends its tumors in a scan it never saw. With a share of the
+batch swapped, the context no longer tells which tumor is inside. Measured (r10,
+`benchmarks/results/ibsi_validation/r10_tumor_swap/`): it does not stop the decline, so it is an
+option, off by default.
+
+Box windows make the swap cheap: every window holds its box at the same fill (`data.box_fill`), so a
+tumor fits any other window's box. The donor keeps its own box, mask and uptake; only the context
+comes from the recipient, its own box erased. The two boxes agree up to the window's aspect cap and
+the snapping of boxes to the latent grid; where they differ, a band of the recipient's erased fill lies
+outside the donor's box (or its scan inside it), a seam synthesis never shows. A donor is any other
+window, so about one swap in as many as there are training tumors lands on another window of the same
+tumor, and the true swap rate is a little below `share`.
 """
 
 from __future__ import annotations
