@@ -30,7 +30,7 @@ from tumorgen.errors import TumorGenError
 from tumorgen.evaluation.paired import BOX_MARGIN, ERASE_SHELL
 from tumorgen.evaluation.radiomics import RIM_THRESHOLD, rim_core_ratio
 from tumorgen.io.atomic import atomic_path
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 
 def parse_args(argv=None) -> argparse.Namespace:

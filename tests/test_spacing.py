@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 
 def test_spacing_is_the_column_norms_of_a_rotated_permuted_flipped_affine():

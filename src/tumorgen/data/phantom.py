@@ -16,7 +16,7 @@ import numpy as np
 from tumorgen.data.phantom_anatomy import FIELD_OF_VIEW_MM, TUMOR_REGION, build_anatomy
 from tumorgen.data.phantom_scanner import add_counting_noise, psf_blur, scan_ct
 from tumorgen.data.phantom_tumor import SUV_PEAK_RANGE, SUV_PEAK_RANGE_HEAD_NECK, grow_tumor
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 REGIONS = tuple(TUMOR_REGION)  # ("torso", "head-neck")
 PSF_FWHM_RANGE_MM = (6.0, 8.0)  # clinical PET/CT resolution after reconstruction and post-filtering

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorgen.data.intensity import suv_to_model
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 def window_axes(scan_affine: np.ndarray, axcodes: str | None = "RAS") -> tuple[np.ndarray, np.ndarray]:
     """Which scan axis, and which direction along it, each window axis follows.

@@ -27,7 +27,7 @@ from tumorgen.errors import TumorGenError
 from tumorgen.evaluation.tumor_measures import tumor_check
 from tumorgen.io.atomic import write_text
 from tumorgen.io.nifti import load_volume
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 from tumorgen.synthesis.pipeline import derived_seed, write_outputs
 
 PHANTOM_SEED_OFFSET = 101  # the demo's healthy phantoms are not the --train demo's (seed 0) phantoms

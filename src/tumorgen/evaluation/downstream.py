@@ -83,7 +83,7 @@ from tumorgen.evaluation.downstream_report import COLUMNS, git_commit, machine, 
 from tumorgen.evaluation.tables import render_markdown, write_table
 from tumorgen.generators import TumorGenerator, build_generator
 from tumorgen.io.atomic import write_json, write_text
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 RESULT_NAME = "result.json"
 FORMAT = "tumorgen-downstream"

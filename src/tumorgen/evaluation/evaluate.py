@@ -36,7 +36,7 @@ from tumorgen.evaluation.slices import PLANES
 from tumorgen.evaluation.tables import TABLE1_COLUMNS, table1_rows, write_table
 from tumorgen.evaluation.tumor_measures import connected_components, noise_inside_vs_outside, seam_step
 from tumorgen.io.atomic import atomic_path, staged_dir, write_json
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 from tumorgen.synthesis.montage import Panel, write_montage
 
 FLOOR_REPEATS = 5  # random real-vs-real splits averaged for the floor

@@ -41,7 +41,7 @@ from tumorgen.evaluation.tables import Column, render_markdown, write_table
 from tumorgen.evaluation.tumor_measures import tumor_check
 from tumorgen.generators import TumorGenerator
 from tumorgen.io.atomic import staged_dir, write_json
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 from tumorgen.synthesis.boxes import body_mask, check_box, sample_box
 from tumorgen.synthesis.manifest import tumor_stats
 from tumorgen.synthesis.montage import Panel, write_montage

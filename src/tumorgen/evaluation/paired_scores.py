@@ -19,7 +19,7 @@ from tumorgen.evaluation.evaluate import PixelFeatures, cached_features
 from tumorgen.evaluation.fid import plane_features, real_floor_against_pool, scores_from_features
 from tumorgen.evaluation.radiomics import radiomic_panel
 from tumorgen.evaluation.radiomics_compare import compare_panels
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 FLOOR_REPEATS = 5  # random draws of train cases averaged for the real-vs-real floor
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 # Largest volume we agree to read: 1024^3 voxels of float32 is 4 GiB, more than any PET scan
 # (AutoPET whole-body CTres is about 400 x 400 x 600).

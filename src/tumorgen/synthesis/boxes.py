@@ -27,7 +27,7 @@ from scipy import ndimage
 from tumorgen.data.window import to_scan_axes, window_axes
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.nifti import Volume, check_same_grid, load_volume
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 Box = tuple[int, int, int, int, int, int]
 

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from tumorgen.data.box_geometry import box_mask, box_slices
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 from tumorgen.synthesis.preview import save_figure, to_ras
 
 # (plane, axis held fixed, horizontal axis, vertical axis), in (RAS) voxel axes

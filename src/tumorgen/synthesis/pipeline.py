@@ -26,7 +26,7 @@ import numpy as np
 from tumorgen.errors import TumorGenError, fail_on
 from tumorgen.io.atomic import write_json
 from tumorgen.io.nifti import Volume, save_volume
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 from tumorgen.synthesis.blend import blend_into_scan
 from tumorgen.synthesis.boxes import Box, check_box, parse_box, sample_box, sampling_region
 from tumorgen.synthesis.manifest import (

@@ -14,7 +14,7 @@ import numpy as np
 
 from tumorgen.data.box_geometry import box_slices
 from tumorgen.io.atomic import atomic_path
-from tumorgen.spacing import voxel_spacing
+from tumorgen.io.spacing import voxel_spacing
 
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:

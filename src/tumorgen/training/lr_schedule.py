@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("constant", "cosine")
+from tumorgen.config import LR_SCHEDULES as SCHEDULES
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

@@ -40,9 +40,9 @@ from tumorgen.data.prepared import PreparedDataset, load_prepared
 from tumorgen.errors import fail_on
 from tumorgen.io.atomic import atomic_path, write_json
 from tumorgen.io.files import sha256_file
+from tumorgen.io.spacing import voxel_spacing
 from tumorgen.models.block_dropout import attach_block_dropout
 from tumorgen.models.vae import encode_mean, latent_factor
-from tumorgen.spacing import voxel_spacing
 from tumorgen.training import distributed
 from tumorgen.training.loop import FitResult, Stage, fit
 from tumorgen.training.run_folder import build_flow_models, load_vae
