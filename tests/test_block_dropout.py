@@ -70,35 +70,14 @@ def test_bad_dropout_is_refused():
 
 @pytest.mark.slow
 def test_a_toy_run_with_dropout_trains_repeatably_and_differs_from_one_without(tmp_path, one_thread):
-    from conftest import assert_same_tensors, write_tiny_prep
-    from test_learning_box_windows import OVERRIDES
-    from tumorgen.config import apply_overrides, load_config
-    from tumorgen.training.checkpoint import load_checkpoint
-    from tumorgen.training.tumorgen_stage import train_tumorgen
-    from tumorgen.training.vae_stage import train_vae
+    from conftest import assert_same_tensors
+    from toy_flow import toy_flow
 
-    prep = write_tiny_prep(tmp_path / "prep", size=32, n_cases=4, seed=2)
-    short = OVERRIDES + ["vae_train.steps=4", "train.steps=6", "train.batch_size=4", "data.windows_per_case=4",
-                         "train.checkpoint_every=3"]
-    config = apply_overrides(load_config("ibsi"), short)
-    train_vae(data=prep, out=tmp_path / "vae", config=config, progress=False)
-
-    def weights(name: str, p: float) -> dict:
-        run = apply_overrides(config, [f"flow.dropout={p}"])
-        train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=tmp_path / name, config=run, progress=False)
-        return load_checkpoint(tmp_path / name / "checkpoints" / "last.pt", expected_kind="tumorgen")["model"]
-
-    dropped, again, plain = weights("a", 0.2), weights("b", 0.2), weights("c", 0.0)
+    toy = toy_flow(tmp_path, ("train.steps=6", "train.batch_size=4", "train.checkpoint_every=3"))
+    dropped = toy.train(tmp_path / "a", ("flow.dropout=0.2",))
+    again, plain = toy.train(tmp_path / "b", ("flow.dropout=0.2",)), toy.train(tmp_path / "c", ("flow.dropout=0",))
     assert_same_tensors(dropped, again, what="two runs with dropout")
     assert any(not torch.equal(dropped[k], plain[k]) for k in dropped)
-
     # a crash right after step 3: the run folder as it was then, resumed, ends on the same weights
-    import shutil
-
-    resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "a", resumed)
-    shutil.copyfile(resumed / "checkpoints" / "step_0000003.pt", resumed / "checkpoints" / "last.pt")
-    run = apply_overrides(config, ["flow.dropout=0.2"])
-    train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=resumed, config=run, resume=True, progress=False)
-    assert_same_tensors(dropped, load_checkpoint(resumed / "checkpoints" / "last.pt", expected_kind="tumorgen")["model"],
+    assert_same_tensors(dropped, toy.resume_after_crash(tmp_path / "a", 3, ("flow.dropout=0.2",)),
                         what="a run with dropout resumed after step 3")

@@ -42,32 +42,17 @@ def test_the_config_refuses_an_unknown_schedule():
 
 @pytest.mark.slow
 def test_a_cosine_run_logs_its_decay_and_a_resumed_one_follows_the_same_curve(tmp_path, one_thread):
-    from conftest import assert_same_tensors, write_tiny_prep
-    from test_learning_box_windows import OVERRIDES
-    from tumorgen.config import apply_overrides, load_config
-    from tumorgen.training.checkpoint import load_checkpoint
-    from tumorgen.training.tumorgen_stage import train_tumorgen
-    from tumorgen.training.vae_stage import train_vae
+    from conftest import assert_same_tensors
+    from toy_flow import toy_flow
 
-    prep = write_tiny_prep(tmp_path / "prep", size=32, n_cases=4, seed=2)
-    short = OVERRIDES + ["vae_train.steps=4", "train.steps=8", "train.batch_size=2", "data.windows_per_case=4",
-                         "train.lr_schedule=cosine", "train.log_every=2", "train.checkpoint_every=4"]
-    config = apply_overrides(load_config("ibsi"), short)
-    train_vae(data=prep, out=tmp_path / "vae", config=config, progress=False)
-    train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=tmp_path / "whole", config=config, progress=False)
+    toy = toy_flow(tmp_path, ("train.steps=8", "train.batch_size=2", "train.lr_schedule=cosine",
+                              "train.log_every=2", "train.checkpoint_every=4"))
+    whole = toy.train(tmp_path / "whole")
     logged = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     # the rate logged after update k (1-based) is the one update k used: base * factor(k - 1)
-    assert [r["lr"] for r in logged] == pytest.approx([config.train.lr * lr_factor("cosine", r["step"] - 1, 8)
+    assert [r["lr"] for r in logged] == pytest.approx([toy.config.train.lr * lr_factor("cosine", r["step"] - 1, 8)
                                                        for r in logged])
-    assert logged[-1]["lr"] < 0.05 * config.train.lr
-
+    assert logged[-1]["lr"] < 0.05 * toy.config.train.lr
     # a crash right after step 4: the run folder as it was then, resumed with the same command
-    import shutil
-
-    resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "whole", resumed)
-    shutil.copyfile(resumed / "checkpoints" / "step_0000004.pt", resumed / "checkpoints" / "last.pt")
-    train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=resumed, config=config, resume=True, progress=False)
-    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt", expected_kind="tumorgen")["model"]
-    again = load_checkpoint(resumed / "checkpoints" / "last.pt", expected_kind="tumorgen")["model"]
-    assert_same_tensors(whole, again, what="a cosine run resumed after step 4")
+    assert_same_tensors(whole, toy.resume_after_crash(tmp_path / "whole", 4),
+                        what="a cosine run resumed after step 4")

@@ -80,23 +80,11 @@ def test_the_config_refuses_a_swap_it_cannot_train(overrides, problem):
 
 @pytest.mark.slow
 def test_a_toy_run_with_swaps_trains_repeatably_and_differs_from_one_without(tmp_path, one_thread):
-    from conftest import assert_same_tensors, write_tiny_prep
-    from test_learning_box_windows import OVERRIDES
-    from tumorgen.config import apply_overrides, load_config
-    from tumorgen.training.checkpoint import load_checkpoint
-    from tumorgen.training.tumorgen_stage import train_tumorgen
-    from tumorgen.training.vae_stage import train_vae
+    from conftest import assert_same_tensors
+    from toy_flow import toy_flow
 
-    prep = write_tiny_prep(tmp_path / "prep", size=32, n_cases=4, seed=2)
-    short = OVERRIDES + ["vae_train.steps=4", "train.steps=6", "train.batch_size=4", "data.windows_per_case=4"]
-    config = apply_overrides(load_config("ibsi"), short)
-    train_vae(data=prep, out=tmp_path / "vae", config=config, progress=False)
-
-    def weights(name: str, share: float) -> dict:
-        swap = apply_overrides(config, [f"flow.tumor_swap={share}"])
-        train_tumorgen(data=prep, vae_run=tmp_path / "vae", out=tmp_path / name, config=swap, progress=False)
-        return load_checkpoint(tmp_path / name / "checkpoints" / "last.pt", expected_kind="tumorgen")["model"]
-
-    swapped, again, plain = weights("a", 0.5), weights("b", 0.5), weights("c", 0.0)
+    toy = toy_flow(tmp_path, ("train.steps=6", "train.batch_size=4"))
+    swapped = toy.train(tmp_path / "a", ("flow.tumor_swap=0.5",))
+    again, plain = toy.train(tmp_path / "b", ("flow.tumor_swap=0.5",)), toy.train(tmp_path / "c", ("flow.tumor_swap=0",))
     assert_same_tensors(swapped, again, what="two runs with swaps")
     assert any(not torch.equal(swapped[k], plain[k]) for k in swapped)
