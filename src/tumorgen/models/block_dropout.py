@@ -21,8 +21,8 @@ BLOCK_CLASS = "DiffusionUNetResnetBlock"  # MONAI's and the lite twin's residual
 
 def attach_block_dropout(unet: nn.Module, p: float, *, generator: torch.Generator) -> int:
     """Drop a share `p` of each residual block's activations before its last convolution (the rest
-    scaled by 1 / (1 - p)), in training mode only, the masks drawn from `generator` (on the activations'
-    device); returns how many blocks got it (0 when `p` is 0)."""
+    scaled by 1 / (1 - p)), in training mode only, the masks drawn from `generator` (on its device, then
+    moved to the activations'); returns how many blocks got it (0 when `p` is 0)."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {p}")
     if p == 0.0:
