@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tumorgen.data.box_windows import BoxWindowSpec, cut_box_window, flip_window, random_windows, training_box
+from tumorgen.data.box_windows import (BoxWindowSpec, cut_box_window, flip_window, random_windows, training_box,
+                                       transpose_window)
 from tumorgen.data.window import box_window_spacing, cut_window
 from tumorgen.io.nifti import Volume
 from tumorgen.synthesis.pipeline import ModelInfo, synthesize_into_scan
@@ -111,3 +112,39 @@ def test_training_windows_hold_the_tumor_inside_the_box_and_flips_move_the_box_w
     assert np.all(boxes % 2 == 0)
     again = random_windows([suv], [mask], [volume.affine], spec, np.random.default_rng(1), 3)
     assert np.array_equal(images, again[0]) and np.array_equal(boxes, again[2])  # same seed, same windows
+
+
+def test_a_transposed_window_moves_its_box_with_its_axes_and_is_off_unless_asked():
+    rng = np.random.default_rng(3)
+    image = rng.random((32, 32, 32)).astype(np.float32)
+    mask = np.zeros_like(image)
+    mask[4:10, 12:26, 20:22] = 1.0  # 6 x 14 x 2 voxels: every axis its own length
+    box = (4, 12, 20, 10, 26, 22)
+    moved, moved_mask, moved_box = transpose_window(image, mask, box, (2, 0, 1))
+    assert moved_box == (20, 4, 12, 22, 10, 26)
+    assert moved_mask[20:22, 4:10, 12:26].all() and moved_mask.sum() == mask.sum()
+    assert moved[1, 2, 3] == image[2, 3, 1]  # window axis j is old axis order[j]
+    with pytest.raises(ValueError, match="permutation"):
+        transpose_window(image, mask, box, (0, 0, 1))
+
+    volume = scan(shape=(48, 48, 48), spacing=(4.0, 4.0, 4.0))
+    suv = volume.array.copy()
+    tumor = np.zeros(suv.shape, dtype=np.uint8)
+    tumor[20:24, 16:30, 22:26] = 1  # elongated along the second axis
+    suv[tumor > 0] = 8.0
+    spec = BoxWindowSpec(size=32, fill=24, suv_max=50.0, intensity="log", factor=2, alpha=0.1, pad=2.0)
+    plain = random_windows([suv], [tumor], [volume.affine], spec, np.random.default_rng(5), 12)
+    again = random_windows([suv], [tumor], [volume.affine], spec, np.random.default_rng(5), 12, transposes=False)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again))  # off is the default, the same windows
+    images, masks, boxes = random_windows([suv], [tumor], [volume.affine], spec, np.random.default_rng(5), 12,
+                                          transposes=True)
+    for m, b in zip(masks[:, 0], boxes):
+        inside = np.zeros(m.shape, dtype=bool)
+        inside[tuple(slice(lo, hi) for lo, hi in zip(b[:3], b[3:]))] = True
+        assert m.sum() > 0 and m[~inside].sum() == 0  # the tumor stays in its (moved) box
+    # the box-normalised window keeps the tumor longest along the axis it is longest in the scan (the
+    # box's aspect, 18 x 8 x 8 voxels, is under the cap): flips keep that axis, transposes move it
+    def longest_axes(window_masks):
+        return {int(np.argmax([np.ptp(np.nonzero(m)[a]) for a in range(3)])) for m in window_masks[:, 0]}
+    assert longest_axes(plain[1]) == {1}
+    assert len(longest_axes(masks)) >= 2

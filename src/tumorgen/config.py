@@ -44,6 +44,8 @@ class DataConfig:
     window_size: int = 32  # the box window's side in voxels
     box_fill: int = 24  # window voxels a box spans per axis (aspect capped at 3): (32 - 24) / 2 = 4 voxels of context a side
     windows_per_case: int = 16  # stage 2 encodes this many box windows per training case once (frozen VAE)
+    transpose_windows: bool = False  # stage 2's windows also in a random axis order (48 orientations, not
+    # the flips' 8): more views of few tumors (validation r16 in benchmarks/results/ibsi_validation)
     box_pad: float = 2.0  # training boxes: tight box + ~U(0.5, 1.5) x this many PREP voxels a face (plus
     # BA-PMG's alpha share of the tumor's extent), so a user's "tumor + a couple of voxels" box is in range
     intensity: str = "linear"  # "linear": clip(SUV)/suv_max; "log": log1p(SUV)/log1p(suv_max), room for

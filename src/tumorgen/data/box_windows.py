@@ -11,7 +11,9 @@ tumor region too; this makes the crop's scale explicit.
 Training boxes follow BA-PMG (docs/METHOD.md section 1) in the PREP case's voxels: the tight tumor box, each
 face grown by `U(0.5, 1.5) * pad` voxels plus `U(0, alpha * extent)`, so the box is what a user draws
 ("the tumor and a little around it"), and the window is cut around that box, exactly as synthesis
-cuts it around the user's box. Random flips along each axis are the only other augmentation.
+cuts it around the user's box. Random flips along each axis are the other augmentation, and, when asked
+(`data.transpose_windows`), a random order of the window's axes: a tumor's box-normalised shape seen
+along another axis, 48 orientations instead of 8.
 """
 
 from __future__ import annotations
@@ -86,8 +88,17 @@ def flip_window(image: np.ndarray, mask: np.ndarray, box, axes) -> tuple[np.ndar
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), tuple(box)
 
 
+def transpose_window(image: np.ndarray, mask: np.ndarray, box, order) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Reorder a cubic window's axes (window axis j becomes old axis `order[j]`), its mask's and its box's."""
+    order = [int(a) for a in order]
+    if sorted(order) != [0, 1, 2]:
+        raise ValueError(f"order must be a permutation of (0, 1, 2), got {order}")
+    box = tuple(int(box[a]) for a in order) + tuple(int(box[a + 3]) for a in order)
+    return (np.ascontiguousarray(np.transpose(image, order)), np.ascontiguousarray(np.transpose(mask, order)), box)
+
+
 def random_windows(suvs, masks, affines, spec: BoxWindowSpec, rng: np.random.Generator, count: int,
-                   *, flips: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   *, flips: bool = True, transposes: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`count` random training windows from the tumor cases.
 
     Args:
@@ -96,6 +107,8 @@ def random_windows(suvs, masks, affines, spec: BoxWindowSpec, rng: np.random.Gen
         rng: the only source of randomness (case, box margins, flips).
         count: windows to cut.
         flips: mirror each window along a random subset of the axes.
+        transposes: then put its axes in a random order (draws from `rng` only when on, so the windows
+            without it stay those of earlier versions).
 
     Returns:
         images (count, 1, S, S, S) float32 model range, masks (count, 1, S, S, S) float32,
@@ -109,6 +122,8 @@ def random_windows(suvs, masks, affines, spec: BoxWindowSpec, rng: np.random.Gen
         if flips:
             axes = [a for a in range(3) if rng.random() < 0.5]
             image, mask, wbox = flip_window(image, mask, wbox, axes)
+        if transposes:
+            image, mask, wbox = transpose_window(image, mask, wbox, rng.permutation(3))
         images.append(image)
         window_masks.append(mask)
         boxes.append(wbox)

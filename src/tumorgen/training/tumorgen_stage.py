@@ -101,7 +101,8 @@ def box_window_bank(config: Config, dataset: PreparedDataset, loaded: list) -> t
     """
     return random_windows([im * dataset.suv_max for im, _, _ in loaded], [m for _, m, _ in loaded],
                           [a for _, _, a in loaded], box_window_spec(config, dataset.suv_max),
-                          np.random.default_rng(config.train.seed), config.data.windows_per_case * len(loaded))
+                          np.random.default_rng(config.train.seed), config.data.windows_per_case * len(loaded),
+                          transposes=config.data.transpose_windows)
 
 
 def erase_windows(images: np.ndarray, boxes: np.ndarray, *, seed: int) -> torch.Tensor:
