@@ -104,7 +104,7 @@ def random_windows(suvs, masks, affines, spec: BoxWindowSpec, rng: np.random.Gen
     Args:
         suvs, masks, affines: per case, the SUV volume, its tumor mask (non-empty) and its affine.
         spec: how windows are cut.
-        rng: the only source of randomness (case, box margins, flips).
+        rng: the only source of randomness (case, box margins, flips, axis orders).
         count: windows to cut.
         flips: mirror each window along a random subset of the axes.
         transposes: then put its axes in a random order (draws from `rng` only when on, so the windows
